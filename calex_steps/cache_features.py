@@ -1,0 +1,173 @@
+"""Stage `cache_features`: one pass of the frozen backbone writes ``features.h5`` (SPEC section 4).
+
+    python -m calex_steps.cache_features --data results/D/prepared.h5 \
+        --backbone results/D/B/backbone.pt [--probe results/D/B/probe.pt] \
+        --attach '["layer1","layer2","layer3"]' --settings JSON --device auto \
+        --out results/D/B/features.h5
+
+Per split and attach point it stores the packed Gram matrix or the raw map,
+whichever is smaller, plus the final logits of backbone and classifier,
+labels and indices. It streams batches straight into preallocated HDF5
+datasets and renames the file into place only when complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+
+import h5py
+import torch
+
+from calex_steps import __version__
+from calex_steps.backbones import preprocess, run_with_taps
+from calex_steps.features import pack_gram
+from calex_steps.flops import stage_macs
+from calex_steps.frozen import load_classifier, load_frozen_backbone
+from calex_steps.io import (
+    CalexError,
+    atomic_path,
+    parse_json_arg,
+    resolve_device,
+    run_main,
+    setup_logging,
+    sha256_file,
+)
+
+log = setup_logging()
+SPLITS = ("train", "val", "test")
+OVERFIT_WARNING = 0.03  # val accuracy above test accuracy by more than this: warn
+
+
+def use_gram(d: int, h: int, w: int) -> bool:
+    """Store the packed Gram matrix when it is smaller than the raw map."""
+    return d * (d + 1) // 2 < d * h * w
+
+
+@torch.no_grad()
+def extract_batch(model, classifier, images, norm, attach, device):
+    """Per-attach-point cache entries (float32 numpy) and logits of one uint8 batch."""
+    x = preprocess(images.to(device), norm["mean"], norm["std"])
+    feats, penultimate, _ = run_with_taps(model, x, attach)
+    logits = classifier(penultimate)
+    entries = []
+    for name in attach:
+        fmap = feats[name]
+        d, h, w = fmap.shape[1:]
+        entries.append(pack_gram(fmap) if use_gram(d, h, w) else fmap)
+    return [e.float().cpu().numpy() for e in entries], logits.float().cpu().numpy(), feats
+
+
+def write_split(out: h5py.File, src: h5py.Group, split: str, model, classifier, norm, attach,
+                batch_size: int, device) -> float:  # fmt: skip
+    """Stream one split into ``out``; returns the classifier's accuracy on it."""
+    n = len(src["labels"])
+    group = out.create_group(split)
+    for key in ("labels", "fine_labels", "index"):
+        group.create_dataset(key, data=src[key][()])
+    dsets, logits_ds = None, None
+    correct = 0
+    for start in range(0, n, batch_size):
+        images = torch.from_numpy(src["images"][start : start + batch_size])
+        entries, logits, feats = extract_batch(model, classifier, images, norm, attach, device)
+        if dsets is None:  # shapes are known after the first batch
+            dsets = []
+            for l, (name, entry) in enumerate(zip(attach, entries, strict=True), start=1):
+                d, h, w = feats[name].shape[1:]
+                ds = group.create_dataset(f"feat{l}", shape=(n, *entry.shape[1:]), dtype="f4",
+                                          chunks=(min(256, n), *entry.shape[1:]))  # fmt: skip
+                ds.attrs.update(kind="gram" if use_gram(d, h, w) else "map", d=d, h=h, w=w,
+                                attach_point=name)  # fmt: skip
+                dsets.append(ds)
+            logits_ds = group.create_dataset("logits", shape=(n, logits.shape[1]), dtype="f4")
+        for ds, entry in zip(dsets, entries, strict=True):
+            ds[start : start + len(entry)] = entry
+        logits_ds[start : start + len(logits)] = logits
+        correct += int((logits.argmax(1) == src["labels"][start : start + len(logits)]).sum())
+    return correct / max(n, 1)
+
+
+def features_id(backbone_sha: str, classifier_sha: str, attach: list[str], data_attrs: dict) -> str:
+    """A stable identifier of what produced a cache; branch outputs record it."""
+    blob = json.dumps([backbone_sha, classifier_sha, attach, data_attrs], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def run_cache_features(data, backbone_path, probe_path, attach: list[str], settings: dict,
+                       device: str, out) -> dict:  # fmt: skip
+    """Write the feature cache of all splits; returns the root attributes written."""
+    dev = resolve_device(device)
+    model, bb = load_frozen_backbone(backbone_path, dev)
+    classifier = load_classifier(model, probe_path, dev)
+    backbone_sha = sha256_file(backbone_path)
+    classifier_sha = sha256_file(probe_path) if probe_path else backbone_sha
+    accs = {}
+    with h5py.File(data, "r") as src:
+        num_classes = int(src.attrs["num_classes"])
+        if classifier.out_features != num_classes:
+            raise CalexError(
+                f"the classifier of {backbone_path} has {classifier.out_features} outputs but "
+                f"{data} has {num_classes} classes; a hierarchical dataset needs the probe"
+            )
+        data_attrs = {k: str(src.attrs[k]) for k in ("dataset", "source", "settings") if k in src.attrs}
+        macs = stage_macs(bb["arch"], bb["width"], num_classes=num_classes, attach_points=attach)
+        attrs = {
+            "dataset": data_attrs.get("dataset", ""),
+            "arch": bb["arch"],
+            "width": float(bb["width"]),
+            "backbone_sha256": backbone_sha,
+            "classifier_sha256": classifier_sha,
+            "num_classes": num_classes,
+            "attach_points": json.dumps(attach),
+            "stage_macs": json.dumps(macs),
+            "features_id": features_id(backbone_sha, classifier_sha, attach, data_attrs),
+            "calex_version": __version__,
+        }
+        with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
+            f.attrs.update(attrs)
+            for split in SPLITS:
+                tic = time.perf_counter()
+                accs[split] = write_split(f, src[split], split, model, classifier,
+                                          bb["normalization"], attach, settings["batch_size"], dev)  # fmt: skip
+                log.info("%s: %d samples, classifier accuracy %.4f, %.1fs", split,
+                         len(src[split]["labels"]), accs[split], time.perf_counter() - tic)  # fmt: skip
+            f.attrs["accuracy"] = json.dumps(accs)
+    if accs["val"] - accs["test"] > OVERFIT_WARNING:
+        log.warning(
+            "validation accuracy %.4f exceeds test accuracy %.4f by more than %.0f points: the "
+            "backbone may have seen the validation images; calibrate on unseen data "
+            "(datasets.<key>.val_from: test)", accs["val"], accs["test"], 100 * OVERFIT_WARNING,
+        )  # fmt: skip
+    return attrs
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m calex_steps.cache_features", description=__doc__)
+    p.add_argument("--data", required=True, help="prepared.h5 of the dataset")
+    p.add_argument("--backbone", required=True, help="backbone.pt")
+    p.add_argument("--probe", nargs="*", default=[], help="probe.pt (hierarchical datasets)")
+    p.add_argument("--attach", required=True, help="JSON list of attach-point module names")
+    p.add_argument("--settings", required=True, help="JSON: the config's cache block")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", required=True)
+    return p
+
+
+def _main(argv) -> None:
+    args = build_parser().parse_args(argv)
+    torch.set_num_threads(args.threads)
+    attach = json.loads(args.attach)
+    probe = args.probe[0] if args.probe else None
+    run_cache_features(args.data, args.backbone, probe, attach, parse_json_arg(args.settings),
+                       args.device, args.out)  # fmt: skip
+
+
+def main(argv=None) -> int:
+    return run_main(_main, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,73 @@
+# Stage 6: the cascade as a real model (SPEC section 11): export one operating
+# point as TorchScript, and time every recipe against the plain backbone.
+# Settings: the `latency` block (warmup, timed, batch_sizes) and `deploy.margin`.
+
+rule export_cascade:
+    input:
+        backbone=f"{RESULTS}/{{dataset}}/{{backbone}}/backbone.pt",
+        probe=probe_input,
+        features=f"{RESULTS}/{{dataset}}/{{backbone}}/features.h5",
+        prepared=f"{RESULTS}/{{dataset}}/prepared.h5",
+        heads=lambda w: [f"{run_dir(w)}/branch{k}.pt" for k in range(1, num_branches(w.backbone) + 1)],
+        thresholds=f"{RESULTS}/{{dataset}}/{{backbone}}/{{recipe}}/seed{{seed}}/thresholds.npz",
+        code=code("backbones", "heads", "cascade_model", "export_cascade"),
+    output:
+        f"{RESULTS}/{{dataset}}/{{backbone}}/{{recipe}}/seed{{seed}}/cascade_m{{margin}}.pt",
+    log:
+        "logs/export_cascade/{dataset}/{backbone}/{recipe}/seed{seed}/m{margin}.log",
+    benchmark:
+        "benchmarks/export_cascade/{dataset}/{backbone}/{recipe}/seed{seed}/m{margin}.tsv"
+    wildcard_constraints:
+        margin="[0-9.]+",
+    params:
+        run=run_dir,
+        probe=lambda w, input: f"--probe {input.probe}" if input.probe else "",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/calex.yaml"
+    shell:
+        "python -m calex_steps.export_cascade --run-dir {params.run}"
+        " --backbone {input.backbone} {params.probe} --features {input.features}"
+        " --margin {wildcards.margin} --class-names-from {input.prepared}"
+        " --out {output} > {log} 2>&1"
+
+
+rule measure_latency:
+    input:
+        prepared=f"{RESULTS}/{{dataset}}/prepared.h5",
+        backbone=f"{RESULTS}/{{dataset}}/{{backbone}}/backbone.pt",
+        probe=probe_input,
+        features=f"{RESULTS}/{{dataset}}/{{backbone}}/features.h5",
+        runs=latency_inputs,
+        code=code("backbones", "heads", "cascade_model", "measure_latency"),
+    output:
+        table=f"{RESULTS}/{{dataset}}/{{backbone}}/latency/latency.csv",
+        at_fr=f"{RESULTS}/{{dataset}}/{{backbone}}/latency/latency_at_fr.csv",
+        crossover=f"{RESULTS}/{{dataset}}/{{backbone}}/latency/crossover.csv",
+    log:
+        "logs/measure_latency/{dataset}/{backbone}.log",
+    benchmark:
+        "benchmarks/measure_latency/{dataset}/{backbone}.tsv"
+    params:
+        runs=latency_runs,
+        margins=" ".join(str(m) for m in CFG["sweep"]["margins"]),
+        batch_sizes=" ".join(str(b) for b in CFG["latency"]["batch_sizes"]),
+        warmup=CFG["latency"]["warmup"],
+        timed=CFG["latency"]["timed"],
+        device=CFG["device"],
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=6000,
+        runtime=lambda w: 30 + 10 * len(latency_runs(w)),
+    conda:
+        "../envs/calex.yaml"
+    shell:
+        "python -m calex_steps.measure_latency --prepared {input.prepared} --runs {params.runs}"
+        " --margins {params.margins} --batch-sizes {params.batch_sizes}"
+        " --warmup {params.warmup} --timed {params.timed} --device {params.device}"
+        " --threads {threads} --out-table {output.table} --out-at-fr {output.at_fr}"
+        " --out-crossover {output.crossover} > {log} 2>&1"

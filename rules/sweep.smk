@@ -1,0 +1,35 @@
+# Stage 4: CPM calibration at every margin and the cascade on test (SPEC section 7).
+
+
+rule sweep_margins:
+    input:
+        features=f"{RESULTS}/{{dataset}}/{{backbone}}/features.h5",
+        branches=exit_signal_files,
+        code=code("calibration", "cascade", "flops", "sweep_margins"),
+    output:
+        table=f"{RESULTS}/{{dataset}}/{{backbone}}/{{recipe}}/seed{{seed}}/sweep.csv",
+        thresholds=f"{RESULTS}/{{dataset}}/{{backbone}}/{{recipe}}/seed{{seed}}/thresholds.npz",
+        exits=f"{RESULTS}/{{dataset}}/{{backbone}}/{{recipe}}/seed{{seed}}/exits.npz",
+        per_class=f"{RESULTS}/{{dataset}}/{{backbone}}/{{recipe}}/seed{{seed}}/per_class_exits.csv",
+    log:
+        "logs/sweep_margins/{dataset}/{backbone}/{recipe}/seed{seed}.log",
+    benchmark:
+        "benchmarks/sweep_margins/{dataset}/{backbone}/{recipe}/seed{seed}.tsv"
+    params:
+        settings=lambda w: as_json(
+            {
+                "margins": CFG["sweep"]["margins"],
+                "calibration": CFG["recipes"][w.recipe]["calibration"],
+            }
+        ),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    conda:
+        "../envs/calex.yaml"
+    shell:
+        "python -m calex_steps.sweep_margins --features {input.features}"
+        " --branches {input.branches} --settings {params.settings:q}"
+        " --out-table {output.table} --out-thresholds {output.thresholds}"
+        " --out-exits {output.exits} --out-per-class {output.per_class} > {log} 2>&1"

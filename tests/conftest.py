@@ -1,0 +1,77 @@
+"""Shared fixtures: a finished tiny run of the whole workflow, made once per session."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+WORKFLOW_FILES = ("Snakefile", "rules", "workflow_config.yaml", "config", "calex_steps", "profiles", "envs", "reports")
+
+# The smallest study that still exercises every stage (about a minute on 2 cores).
+TINY = {
+    "device": "cpu",
+    "study": {"datasets": ["synthetic"], "backbones": ["r18tiny"],
+              "recipes": ["calexnet", "noalign"], "seeds": [0]},  # fmt: skip
+    "datasets": {"synthetic": {"source": "synthetic", "n_train": 800, "n_val": 400,
+                               "n_test": 400, "num_coarse": 4, "fine_per_coarse": 2, "seed": 0}},  # fmt: skip
+    "backbones": {"r18tiny": {"arch": "resnet18", "width": 0.125,
+                              "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}},  # fmt: skip
+    "pretrain": {"epochs": 2},
+    "probe": {"epochs": 3},
+    "training": {"cls_epochs": 4, "conf_epochs": 4, "batch_size": 256},
+}
+
+
+def copy_workflow(dest: Path) -> Path:
+    """A private copy of the workflow (code included), so tests may edit it."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run snakemake in ``workdir`` with the tiny overlay config; capture its output."""
+    cmd = [SNAKEMAKE, "--cores", "2", *args, "--configfile", "tiny.yaml"]
+    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout)
+
+
+def write_tiny(workdir: Path, overrides: dict | None = None) -> None:
+    config = yaml.safe_load(yaml.safe_dump(TINY))
+    for path, value in (overrides or {}).items():
+        node = config
+        keys = path.split(".")
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = value
+    (workdir / "tiny.yaml").write_text(yaml.safe_dump(config))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A finished tiny run; tests that change it must work on their own copy."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("tiny_run"))
+    write_tiny(workdir)
+    result = snakemake(workdir)
+    if result.returncode != 0:
+        logs = "\n".join(p.read_text()[-3000:] for p in sorted(workdir.glob("logs/**/*.log")))
+        pytest.fail(f"tiny workflow failed:\n{result.stderr[-6000:]}\n{logs}")
+    return workdir
+
+
+def clone_run(src: Path, dest: Path) -> Path:
+    """Copy a finished run, keeping file times, so Snakemake sees it as finished."""
+    shutil.copytree(src, dest, symlinks=True, copy_function=shutil.copy2)
+    return dest

@@ -1,0 +1,52 @@
+"""Stage import_backbone: a user's trained network enters the pipeline without pretraining."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import SHARED_DATA, cifar10_jpeg_subset, write_prepared_arrays
+
+from calex_steps.backbones import HE_MEAN, HE_STD
+from calex_steps.import_backbone import main, run_import_backbone
+
+WEIGHTS = SHARED_DATA / "cifar10_resnet_weights"
+pytestmark = [
+    pytest.mark.realdata,
+    pytest.mark.skipif(not WEIGHTS.is_dir(), reason=f"real weights not found at {WEIGHTS}"),
+]
+RESNET20 = {"arch": "resnet20", "width": 1.0,
+            "normalization": {"mean": list(HE_MEAN), "std": list(HE_STD)}}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    images, labels, classes = cifar10_jpeg_subset(per_class=30)
+    half = len(labels) // 2
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0)).numpy()
+    val, test = order[:half], order[half:]
+    splits = {"train": (images[:10], labels[:10]), "val": (images[val], labels[val]),
+              "test": (images[test], labels[test])}  # fmt: skip
+    return write_prepared_arrays(tmp_path_factory.mktemp("c10") / "prepared.h5", splits, classes)
+
+
+def test_shared_resnet20_imports_with_its_accuracy(prepared, tmp_path):
+    torch.set_num_threads(1)
+    weights = next(WEIGHTS.glob("resnet20-*.th"))
+    ckpt = run_import_backbone(prepared, RESNET20, weights, "cpu", tmp_path / "backbone.pt")
+    # 300 real JPEG CIFAR-10 test images; on all 10,000 this network scores 81.0%
+    assert 0.70 < ckpt["official_test_acc"] < 0.92
+    saved = torch.load(tmp_path / "backbone.pt", weights_only=False)
+    assert saved["arch"] == "resnet20" and saved["num_classes"] == 10
+    assert saved["normalization"]["mean"] == list(HE_MEAN)
+
+
+def test_checkpoint_of_another_architecture_is_one_line(prepared, tmp_path, capsys):
+    weights = next(WEIGHTS.glob("resnet32-*.th"))
+    import json
+
+    argv = ["--data", str(prepared), "--backbone", json.dumps(RESNET20), "--checkpoint",
+            str(weights), "--device", "cpu", "--out", str(tmp_path / "backbone.pt")]  # fmt: skip
+    assert main(argv) == 1
+    lines = [l for l in capsys.readouterr().err.splitlines() if l.startswith("calex error:")]
+    assert len(lines) == 1 and "layer1.3" in lines[0] and str(weights) in lines[0]
+    assert not (tmp_path / "backbone.pt").exists()

@@ -1,0 +1,105 @@
+"""End to end: the tiny workflow runs, is complete, and reruns only what is stale."""
+
+from __future__ import annotations
+
+import re
+
+import h5py
+import pandas as pd
+import pytest
+
+from conftest import clone_run, copy_workflow, snakemake, write_tiny
+
+pytestmark = pytest.mark.slow
+
+
+def scheduled(dry_run_output: str) -> dict[str, int]:
+    """Rule -> job count from the job-stats table of ``snakemake -n``."""
+    counts = {}
+    for line in dry_run_output.splitlines():
+        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if m and m.group(1) not in ("total", "job", "count"):
+            counts[m.group(1)] = int(m.group(2))
+    return counts
+
+
+def test_tiny_run_writes_every_stage(tiny_run):
+    run = tiny_run / "results" / "synthetic" / "r18tiny"
+    with h5py.File(run / "features.h5", "r") as f:
+        # width 0.125: every attach point stores the (smaller) Gram form
+        assert [f["train"][f"feat{l}"].attrs["kind"] for l in (1, 2, 3)] == ["gram"] * 3
+        assert f["test"]["logits"].shape == (400, 4)
+    for recipe in ("calexnet", "noalign"):
+        table = pd.read_csv(run / recipe / "seed0" / "sweep.csv")
+        assert len(table) == 8
+        assert table["fr"].between(-1, 1).all()
+    for log in ("pretrain_backbone/synthetic/r18tiny.log", "probe_coarse/synthetic/r18tiny.log"):
+        assert "epoch 2/" in (tiny_run / "logs" / log).read_text()
+
+
+def test_finished_run_has_nothing_to_do(tiny_run):
+    result = snakemake(tiny_run, "-n")
+    assert result.returncode == 0, result.stderr
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_probe_edit_reruns_probe_not_pretraining(tiny_run, tmp_path):
+    run = clone_run(tiny_run, tmp_path / "run")
+    write_tiny(run, {"probe.lr": 0.02})
+    result = snakemake(run, "-n")
+    jobs = scheduled(result.stdout)
+    assert jobs.get("probe_coarse") == 1 and jobs.get("cache_features") == 1
+    assert "pretrain_backbone" not in jobs and "prepare_dataset" not in jobs
+
+
+def test_kd_temperature_edit_reruns_kd_recipes_only(tiny_run, tmp_path):
+    run = clone_run(tiny_run, tmp_path / "run")
+    write_tiny(run, {"training.kd_temperature": 2.0})
+    jobs = scheduled(snakemake(run, "-n").stdout)
+    assert jobs.get("train_branch") == 3  # calexnet's three branches; noalign uses no KD
+    assert jobs.get("sweep_margins") == 1
+    for rule in ("pretrain_backbone", "probe_coarse", "cache_features", "prepare_dataset"):
+        assert rule not in jobs
+
+
+def test_misspelt_key_stops_with_one_line(tmp_path):
+    workdir = copy_workflow(tmp_path / "wf")
+    write_tiny(workdir, {"training.kd_temprature": 2.0})
+    result = snakemake(workdir, "-n")
+    assert result.returncode != 0
+    lines = [l for l in result.stderr.splitlines() if "training.kd_temprature" in l]
+    assert len(lines) == 1 and "allowed keys" in lines[0]
+
+
+def test_missing_dataset_stops_before_any_job(tmp_path):
+    workdir = copy_workflow(tmp_path / "wf")
+    write_tiny(workdir, {"study.datasets": ["cinic10"]})
+    result = snakemake(workdir)
+    assert result.returncode != 0
+    assert "data/cinic10" in result.stderr
+    assert not (workdir / "results").exists() or not any((workdir / "results").iterdir())
+
+
+def test_margin_edit_reruns_sweeps_only(tiny_run, tmp_path):
+    run = clone_run(tiny_run, tmp_path / "run")
+    write_tiny(run, {"sweep.margins": [0.05, 0.1, 0.2]})
+    jobs = scheduled(snakemake(run, "-n").stdout)
+    assert jobs.get("sweep_margins") == 2
+    assert "train_branch" not in jobs and "cache_features" not in jobs
+
+
+def test_code_edit_reruns_that_step(tiny_run, tmp_path):
+    run = clone_run(tiny_run, tmp_path / "run")
+    module = run / "calex_steps" / "sweep_margins.py"
+    module.write_text(module.read_text() + "\n# an edit\n")
+    jobs = scheduled(snakemake(run, "-n").stdout)
+    assert jobs.get("sweep_margins") == 2
+    assert "train_branch" not in jobs and "pretrain_backbone" not in jobs
+
+
+def test_new_seed_adds_only_its_jobs(tiny_run, tmp_path):
+    run = clone_run(tiny_run, tmp_path / "run")
+    write_tiny(run, {"study.seeds": [0, 1]})
+    jobs = scheduled(snakemake(run, "-n").stdout)
+    assert jobs.get("train_branch") == 6 and jobs.get("sweep_margins") == 2
+    assert "cache_features" not in jobs and "pretrain_backbone" not in jobs
