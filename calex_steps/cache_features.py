@@ -60,8 +60,17 @@ def extract_batch(model, classifier, images, norm, attach, device):
     return [e.float().cpu().numpy() for e in entries], logits.float().cpu().numpy(), feats
 
 
-def write_split(out: h5py.File, src: h5py.Group, split: str, model, classifier, norm, attach,
-                batch_size: int, device) -> float:  # fmt: skip
+def write_split(
+    out: h5py.File,
+    src: h5py.Group,
+    split: str,
+    model,
+    classifier,
+    norm,
+    attach,
+    batch_size: int,
+    device,
+) -> float:
     """Stream one split into ``out``; returns the classifier's accuracy on it."""
     n = len(src["labels"])
     group = out.create_group(split)
@@ -74,12 +83,17 @@ def write_split(out: h5py.File, src: h5py.Group, split: str, model, classifier, 
         entries, logits, feats = extract_batch(model, classifier, images, norm, attach, device)
         if dsets is None:  # shapes are known after the first batch
             dsets = []
-            for l, (name, entry) in enumerate(zip(attach, entries, strict=True), start=1):
+            for num, (name, entry) in enumerate(zip(attach, entries, strict=True), start=1):
                 d, h, w = feats[name].shape[1:]
-                ds = group.create_dataset(f"feat{l}", shape=(n, *entry.shape[1:]), dtype="f4",
-                                          chunks=(min(256, n), *entry.shape[1:]))  # fmt: skip
-                ds.attrs.update(kind="gram" if use_gram(d, h, w) else "map", d=d, h=h, w=w,
-                                attach_point=name)  # fmt: skip
+                ds = group.create_dataset(
+                    f"feat{num}",
+                    shape=(n, *entry.shape[1:]),
+                    dtype="f4",
+                    chunks=(min(256, n), *entry.shape[1:]),
+                )
+                ds.attrs.update(
+                    kind="gram" if use_gram(d, h, w) else "map", d=d, h=h, w=w, attach_point=name
+                )
                 dsets.append(ds)
             logits_ds = group.create_dataset("logits", shape=(n, logits.shape[1]), dtype="f4")
         for ds, entry in zip(dsets, entries, strict=True):
@@ -95,8 +109,9 @@ def features_id(backbone_sha: str, classifier_sha: str, attach: list[str], data_
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def run_cache_features(data, backbone_path, probe_path, attach: list[str], settings: dict,
-                       device: str, out) -> dict:  # fmt: skip
+def run_cache_features(
+    data, backbone_path, probe_path, attach: list[str], settings: dict, device: str, out
+) -> dict:
     """Write the feature cache of all splits; returns the root attributes written."""
     dev = resolve_device(device)
     model, bb = load_frozen_backbone(backbone_path, dev)
@@ -111,7 +126,9 @@ def run_cache_features(data, backbone_path, probe_path, attach: list[str], setti
                 f"the classifier of {backbone_path} has {classifier.out_features} outputs but "
                 f"{data} has {num_classes} classes; a hierarchical dataset needs the probe"
             )
-        data_attrs = {k: str(src.attrs[k]) for k in ("dataset", "source", "settings") if k in src.attrs}
+        data_attrs = {
+            k: str(src.attrs[k]) for k in ("dataset", "source", "settings") if k in src.attrs
+        }
         macs = stage_macs(bb["arch"], bb["width"], num_classes=num_classes, attach_points=attach)
         attrs = {
             "dataset": data_attrs.get("dataset", ""),
@@ -129,17 +146,34 @@ def run_cache_features(data, backbone_path, probe_path, attach: list[str], setti
             f.attrs.update(attrs)
             for split in SPLITS:
                 tic = time.perf_counter()
-                accs[split] = write_split(f, src[split], split, model, classifier,
-                                          bb["normalization"], attach, settings["batch_size"], dev)  # fmt: skip
-                log.info("%s: %d samples, classifier accuracy %.4f, %.1fs", split,
-                         len(src[split]["labels"]), accs[split], time.perf_counter() - tic)  # fmt: skip
+                accs[split] = write_split(
+                    f,
+                    src[split],
+                    split,
+                    model,
+                    classifier,
+                    bb["normalization"],
+                    attach,
+                    settings["batch_size"],
+                    dev,
+                )
+                log.info(
+                    "%s: %d samples, classifier accuracy %.4f, %.1fs",
+                    split,
+                    len(src[split]["labels"]),
+                    accs[split],
+                    time.perf_counter() - tic,
+                )
             f.attrs["accuracy"] = json.dumps(accs)
     if accs["val"] - accs["test"] > OVERFIT_WARNING:
         log.warning(
             "validation accuracy %.4f exceeds test accuracy %.4f by more than %.0f points: the "
             "backbone may have seen the validation images; calibrate on unseen data "
-            "(datasets.<key>.val_from: test)", accs["val"], accs["test"], 100 * OVERFIT_WARNING,
-        )  # fmt: skip
+            "(datasets.<key>.val_from: test)",
+            accs["val"],
+            accs["test"],
+            100 * OVERFIT_WARNING,
+        )
     return attrs
 
 
@@ -161,8 +195,15 @@ def _main(argv) -> None:
     torch.set_num_threads(args.threads)
     attach = json.loads(args.attach)
     probe = args.probe[0] if args.probe else None
-    run_cache_features(args.data, args.backbone, probe, attach, parse_json_arg(args.settings),
-                       args.device, args.out)  # fmt: skip
+    run_cache_features(
+        args.data,
+        args.backbone,
+        probe,
+        attach,
+        parse_json_arg(args.settings),
+        args.device,
+        args.out,
+    )
 
 
 def main(argv=None) -> int:

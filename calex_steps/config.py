@@ -17,8 +17,17 @@ from calex_steps.io import CalexError
 HIERARCHICAL_SOURCES = ("cifar100_coarse", "synthetic")
 """Sources whose backbone pretrains on fine labels and needs the coarse probe."""
 
-RECIPE_ONLY_KEYS = ("head", "target", "weighting", "calibration", "schedule", "cascade_input",
-                    "exit_signal", "pteenet_lambda", "boost_r")  # fmt: skip
+RECIPE_ONLY_KEYS = (
+    "head",
+    "target",
+    "weighting",
+    "calibration",
+    "schedule",
+    "cascade_input",
+    "exit_signal",
+    "pteenet_lambda",
+    "boost_r",
+)
 
 
 def load_schema() -> dict:
@@ -47,9 +56,14 @@ def _describe(error: jsonschema.ValidationError) -> str:
     if error.validator == "type":
         return f"configuration key '{where}' = {error.instance!r} must be of type {schema['type']}"
     if error.validator in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
-        bound = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">",
-                 "exclusiveMaximum": "<"}[error.validator]  # fmt: skip
-        return f"configuration key '{where}' = {error.instance!r} must be {bound} {error.validator_value}"
+        bound = {
+            "minimum": ">=",
+            "maximum": "<=",
+            "exclusiveMinimum": ">",
+            "exclusiveMaximum": "<",
+        }[error.validator]
+        limit = error.validator_value
+        return f"configuration key '{where}' = {error.instance!r} must be {bound} {limit}"
     if error.validator == "pattern":
         return f"configuration key '{where}' = {error.instance!r} must match {schema['pattern']!r}"
     if error.validator == "propertyNames":

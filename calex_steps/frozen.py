@@ -14,9 +14,13 @@ def load_checkpoint(path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
-        raise CalexError(f"cannot read checkpoint {path} ({exc}); rerun the rule that writes it") from exc
+        raise CalexError(
+            f"cannot read checkpoint {path} ({exc}); rerun the rule that writes it"
+        ) from exc
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise CalexError(f"{path} is not a calex checkpoint (no 'state_dict'); rerun the rule that writes it")
+        raise CalexError(
+            f"{path} is not a calex checkpoint (no 'state_dict'); rerun the rule that writes it"
+        )
     return ckpt
 
 

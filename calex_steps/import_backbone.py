@@ -20,7 +20,14 @@ import torch
 from calex_steps import __version__
 from calex_steps.backbones import build_backbone, load_weights
 from calex_steps.datasets import read_prepared_attrs
-from calex_steps.io import atomic_path, parse_json_arg, resolve_device, run_main, setup_logging, sha256_file
+from calex_steps.io import (
+    atomic_path,
+    parse_json_arg,
+    resolve_device,
+    run_main,
+    setup_logging,
+    sha256_file,
+)
 from calex_steps.pretrain_backbone import evaluate, load_split
 
 log = setup_logging()
@@ -56,8 +63,11 @@ def run_import_backbone(data, backbone: dict, checkpoint, device: str, out) -> d
     if attrs.get("val_source") == "test":
         whole = (accs["val"] * counts["val"] + accs["test"] * counts["test"]) / sum(counts.values())
         ckpt["official_test_acc"] = whole
-        log.info("backbone accuracy on the whole official test split: %.4f (%d images)",
-                 whole, sum(counts.values()))  # fmt: skip
+        log.info(
+            "backbone accuracy on the whole official test split: %.4f (%d images)",
+            whole,
+            sum(counts.values()),
+        )
     with atomic_path(out) as tmp:
         torch.save(ckpt, tmp)
     return ckpt

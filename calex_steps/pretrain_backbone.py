@@ -22,7 +22,14 @@ import torch.nn.functional as F
 
 from calex_steps import __version__
 from calex_steps.backbones import build_backbone, preprocess
-from calex_steps.io import CalexError, atomic_path, parse_json_arg, resolve_device, run_main, setup_logging
+from calex_steps.io import (
+    CalexError,
+    atomic_path,
+    parse_json_arg,
+    resolve_device,
+    run_main,
+    setup_logging,
+)
 from calex_steps.training_utils import (
     check_finite,
     cosine_lr,
@@ -56,7 +63,9 @@ def evaluate(model, images, labels, norm, device, batch_size: int = 512) -> floa
     return correct / max(len(images), 1)
 
 
-def train_epoch(model, optimizer, images, labels, norm, settings, epoch, device) -> tuple[float, float]:
+def train_epoch(
+    model, optimizer, images, labels, norm, settings, epoch, device
+) -> tuple[float, float]:
     """One epoch of SGD with crop/flip augmentation; returns (mean loss, train accuracy)."""
     model.train()
     gen = epoch_generator(settings["seed"], epoch)
@@ -78,8 +87,14 @@ def train_epoch(model, optimizer, images, labels, norm, settings, epoch, device)
     return total_loss / len(order), correct / len(order)
 
 
-def run_pretrain_backbone(data, backbone: dict, settings: dict, device: str, out,
-                          on_epoch_end: Callable[[int], None] | None = None) -> dict:  # fmt: skip
+def run_pretrain_backbone(
+    data,
+    backbone: dict,
+    settings: dict,
+    device: str,
+    out,
+    on_epoch_end: Callable[[int], None] | None = None,
+) -> dict:
     """Pretrain, evaluate on val and test, and write the checkpoint with its metadata.
 
     ``on_epoch_end(epoch)`` runs after each epoch's scratch checkpoint is saved
@@ -107,17 +122,37 @@ def run_pretrain_backbone(data, backbone: dict, settings: dict, device: str, out
         optimizer.load_state_dict(state["optimizer"])
         start_epoch = state["epoch"]
         log.info("resuming from the scratch checkpoint after epoch %d", start_epoch)
-    log.info("training %s width %s on %d images, %d classes, device %s",
-             backbone["arch"], backbone["width"], len(train_x), num_classes, dev)  # fmt: skip
+    log.info(
+        "training %s width %s on %d images, %d classes, device %s",
+        backbone["arch"],
+        backbone["width"],
+        len(train_x),
+        num_classes,
+        dev,
+    )
     for epoch in range(start_epoch, settings["epochs"]):
         tic = time.perf_counter()
         lr = cosine_lr(settings["lr"], epoch, settings["epochs"])
         set_lr(optimizer, lr)
         loss, acc = train_epoch(model, optimizer, train_x, train_y, norm, settings, epoch, dev)
-        log.info("epoch %d/%d loss %.4f train_acc %.4f lr %.5f time %.1fs",
-                 epoch + 1, settings["epochs"], loss, acc, lr, time.perf_counter() - tic)  # fmt: skip
-        save_scratch(out, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                           "epoch": epoch + 1, "fingerprint": fingerprint})  # fmt: skip
+        log.info(
+            "epoch %d/%d loss %.4f train_acc %.4f lr %.5f time %.1fs",
+            epoch + 1,
+            settings["epochs"],
+            loss,
+            acc,
+            lr,
+            time.perf_counter() - tic,
+        )
+        save_scratch(
+            out,
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "epoch": epoch + 1,
+                "fingerprint": fingerprint,
+            },
+        )
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1)
     accs = {

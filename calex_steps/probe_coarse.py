@@ -20,7 +20,14 @@ from torch import nn
 from calex_steps import __version__
 from calex_steps.backbones import preprocess, run_with_taps
 from calex_steps.frozen import load_frozen_backbone
-from calex_steps.io import atomic_path, parse_json_arg, resolve_device, run_main, setup_logging, sha256_file
+from calex_steps.io import (
+    atomic_path,
+    parse_json_arg,
+    resolve_device,
+    run_main,
+    setup_logging,
+    sha256_file,
+)
 from calex_steps.training_utils import check_finite, cosine_lr, epoch_generator, set_lr
 
 log = setup_logging()
@@ -40,8 +47,12 @@ def fit_linear(feats, labels, num_classes: int, settings: dict) -> nn.Linear:
     """SGD with cosine schedule on fixed features; one log line per epoch."""
     torch.manual_seed(settings["seed"])
     layer = nn.Linear(feats.shape[1], num_classes).to(feats.device)
-    opt = torch.optim.SGD(layer.parameters(), lr=settings["lr"], momentum=settings["momentum"],
-                          weight_decay=settings["weight_decay"])  # fmt: skip
+    opt = torch.optim.SGD(
+        layer.parameters(),
+        lr=settings["lr"],
+        momentum=settings["momentum"],
+        weight_decay=settings["weight_decay"],
+    )
     for epoch in range(settings["epochs"]):
         tic = time.perf_counter()
         set_lr(opt, cosine_lr(settings["lr"], epoch, settings["epochs"]))
@@ -57,8 +68,14 @@ def fit_linear(feats, labels, num_classes: int, settings: dict) -> nn.Linear:
             opt.step()
             total += loss.item() * len(idx)
             correct += (logits.argmax(1) == labels[idx]).sum().item()
-        log.info("epoch %d/%d loss %.4f train_acc %.4f time %.2fs", epoch + 1, settings["epochs"],
-                 total / len(order), correct / len(order), time.perf_counter() - tic)  # fmt: skip
+        log.info(
+            "epoch %d/%d loss %.4f train_acc %.4f time %.2fs",
+            epoch + 1,
+            settings["epochs"],
+            total / len(order),
+            correct / len(order),
+            time.perf_counter() - tic,
+        )
     return layer.eval()
 
 
@@ -75,7 +92,10 @@ def run_probe_coarse(data, backbone_path, settings: dict, device: str, out) -> d
             labels[split] = torch.from_numpy(f[split]["labels"][()]).to(dev)
     layer = fit_linear(feats["train"], labels["train"], num_classes, settings)
     with torch.no_grad():
-        acc = {s: (layer(feats[s]).argmax(1) == labels[s]).float().mean().item() for s in ("val", "test")}
+        acc = {
+            s: (layer(feats[s]).argmax(1) == labels[s]).float().mean().item()
+            for s in ("val", "test")
+        }
     log.info("probe val_acc %.4f test_acc %.4f", acc["val"], acc["test"])
     ckpt = {
         "in_features": feats["train"].shape[1],

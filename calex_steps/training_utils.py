@@ -24,7 +24,9 @@ def epoch_generator(seed: int, *tags: int) -> torch.Generator:
     return torch.Generator().manual_seed(value)
 
 
-def random_crop_flip(x: torch.Tensor, padding: int, hflip: bool, gen: torch.Generator) -> torch.Tensor:
+def random_crop_flip(
+    x: torch.Tensor, padding: int, hflip: bool, gen: torch.Generator
+) -> torch.Tensor:
     """Random crop with zero padding and random horizontal flip, vectorised.
 
     x: N×C×H×W float. Draws come from ``gen`` (CPU) so they do not depend on the device.

@@ -14,17 +14,17 @@ rule pretrain_backbone:
         "benchmarks/pretrain_backbone/{dataset}/{backbone}.tsv"
     wildcard_constraints:
         backbone=backbones_with_checkpoint(False),
-    params:
-        backbone=lambda w: as_json(backbone_cfg(w)),
-        settings=as_json(CFG["pretrain"]),
-        device=CFG["device"],
+    conda:
+        "../envs/calex.yaml"
     threads: 2
     resources:
         gpu=gpu,
         mem_mb=8000,
         runtime=pretrain_runtime,
-    conda:
-        "../envs/calex.yaml"
+    params:
+        backbone=lambda w: as_json(backbone_cfg(w)),
+        settings=as_json(CFG["pretrain"]),
+        device=CFG["device"],
     shell:
         "python -m calex_steps.pretrain_backbone --data {input.data}"
         " --backbone {params.backbone:q} --settings {params.settings:q}"
@@ -44,16 +44,16 @@ rule import_backbone:
         "benchmarks/import_backbone/{dataset}/{backbone}.tsv"
     wildcard_constraints:
         backbone=backbones_with_checkpoint(True),
-    params:
-        backbone=lambda w: as_json(backbone_cfg(w)),
-        device=CFG["device"],
+    conda:
+        "../envs/calex.yaml"
     threads: 2
     resources:
         gpu=gpu,
         mem_mb=4000,
         runtime=30,
-    conda:
-        "../envs/calex.yaml"
+    params:
+        backbone=lambda w: as_json(backbone_cfg(w)),
+        device=CFG["device"],
     shell:
         "python -m calex_steps.import_backbone --data {input.data}"
         " --backbone {params.backbone:q} --checkpoint {input.checkpoint}"
@@ -71,16 +71,16 @@ rule probe_coarse:
         "logs/probe_coarse/{dataset}/{backbone}.log",
     benchmark:
         "benchmarks/probe_coarse/{dataset}/{backbone}.tsv"
-    params:
-        settings=as_json(CFG["probe"]),
-        device=CFG["device"],
+    conda:
+        "../envs/calex.yaml"
     threads: 2
     resources:
         gpu=gpu,
         mem_mb=8000,
         runtime=60,
-    conda:
-        "../envs/calex.yaml"
+    params:
+        settings=as_json(CFG["probe"]),
+        device=CFG["device"],
     shell:
         "python -m calex_steps.probe_coarse --data {input.data}"
         " --backbone {input.backbone} --settings {params.settings:q}"
@@ -99,17 +99,17 @@ rule cache_features:
         "logs/cache_features/{dataset}/{backbone}.log",
     benchmark:
         "benchmarks/cache_features/{dataset}/{backbone}.tsv"
-    params:
-        attach=lambda w: as_json(backbone_cfg(w)["attach_points"]),
-        settings=as_json(CFG["cache"]),
-        device=CFG["device"],
+    conda:
+        "../envs/calex.yaml"
     threads: 2
     resources:
         gpu=gpu,
         mem_mb=8000,
         runtime=120,
-    conda:
-        "../envs/calex.yaml"
+    params:
+        attach=lambda w: as_json(backbone_cfg(w)["attach_points"]),
+        settings=as_json(CFG["cache"]),
+        device=CFG["device"],
     shell:
         "python -m calex_steps.cache_features --data {input.data}"
         " --backbone {input.backbone} --probe {input.probe} --attach {params.attach:q}"

@@ -36,16 +36,16 @@ for _count in BRANCH_COUNTS:
         wildcard_constraints:
             recipe=recipes_with("joint"),
             backbone=backbones_with_branches(_count),
-        params:
-            settings=lambda w: as_json(train_settings(w.recipe)),
-            device=CFG["device"],
+        conda:
+            "../envs/calex.yaml"
         threads: 1
         resources:
             gpu=gpu,
             mem_mb=joint_mem_mb,
             runtime=240,
-        conda:
-            "../envs/calex.yaml"
+        params:
+            settings=lambda w: as_json(train_settings(w.recipe)),
+            device=CFG["device"],
         shell:
             "python -m calex_steps.train_joint --features {input.features}"
             " --recipe {wildcards.recipe} --settings {params.settings:q}"
@@ -68,12 +68,12 @@ for _count in BRANCH_COUNTS:
         wildcard_constraints:
             recipe=recipes_with_signal("ztw_ensemble"),
             backbone=backbones_with_branches(_count),
+        conda:
+            "../envs/calex.yaml"
         threads: 1
         resources:
             mem_mb=2000,
             runtime=15,
-        conda:
-            "../envs/calex.yaml"
         shell:
             "python -m calex_steps.ztw_ensemble --features {input.features}"
             " --branches {input.branches} --recipe {wildcards.recipe}"

@@ -6,7 +6,14 @@ rule train_branch:
         features=f"{RESULTS}/{{dataset}}/{{backbone}}/features.h5",
         backbone=f"{RESULTS}/{{dataset}}/{{backbone}}/backbone.pt",
         prev=previous_branches,
-        code=code("features", "heads", "losses", "weighting", "training_utils", "train_branch"),
+        code=code(
+            "features",
+            "heads",
+            "losses",
+            "weighting",
+            "training_utils",
+            "train_branch",
+        ),
     output:
         head=f"{RESULTS}/{{dataset}}/{{backbone}}/{{recipe}}/seed{{seed}}/branch{{branch}}.pt",
         outputs=f"{RESULTS}/{{dataset}}/{{backbone}}/{{recipe}}/seed{{seed}}/branch{{branch}}.npz",
@@ -16,16 +23,16 @@ rule train_branch:
         "benchmarks/train_branch/{dataset}/{backbone}/{recipe}/seed{seed}/branch{branch}.tsv"
     wildcard_constraints:
         recipe=recipes_with("sequential"),
-    params:
-        settings=lambda w: as_json(train_settings(w.recipe)),
-        device=CFG["device"],
+    conda:
+        "../envs/calex.yaml"
     threads: 1
     resources:
         gpu=gpu,
         mem_mb=feature_mem_mb,
         runtime=120,
-    conda:
-        "../envs/calex.yaml"
+    params:
+        settings=lambda w: as_json(train_settings(w.recipe)),
+        device=CFG["device"],
     shell:
         "python -m calex_steps.train_branch --features {input.features}"
         " --branch {wildcards.branch} --prev {input.prev} --backbone {input.backbone}"

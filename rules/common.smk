@@ -18,6 +18,7 @@ STUDY = CFG["study"]
 STEPS = "calex_steps"
 RESULTS = "results"
 
+
 wildcard_constraints:
     dataset="[A-Za-z0-9][A-Za-z0-9_-]*",
     backbone="[A-Za-z0-9][A-Za-z0-9_-]*",
@@ -109,7 +110,9 @@ def previous_branches(wildcards):
     settings = resolve_recipe(CFG, wildcards.recipe)
     if settings["weighting"] != "survivor" and not settings["cascade_input"]:
         return []
-    return [f"{run_dir(wildcards)}/branch{k}.npz" for k in range(1, int(wildcards.branch))]
+    return [
+        f"{run_dir(wildcards)}/branch{k}.npz" for k in range(1, int(wildcards.branch))
+    ]
 
 
 def branch_outputs(wildcards):
@@ -180,7 +183,11 @@ def joint_mem_mb(wildcards):
 
 def deployable_recipes():
     """Study recipes the cascade module runs (ZTW's ensemble exit signal is not one)."""
-    return [r for r in STUDY["recipes"] if CFG["recipes"][r]["exit_signal"] != "ztw_ensemble"]
+    return [
+        r
+        for r in STUDY["recipes"]
+        if CFG["recipes"][r]["exit_signal"] != "ztw_ensemble"
+    ]
 
 
 def latency_runs(wildcards):
@@ -302,14 +309,19 @@ def all_targets():
         margin=CFG["deploy"]["margin"],
         **study,
     )
-    targets += expand(f"{RESULTS}/{{dataset}}/{{backbone}}/latency/latency.csv", **study)
+    targets += expand(
+        f"{RESULTS}/{{dataset}}/{{backbone}}/latency/latency.csv", **study
+    )
     return targets + report_targets()
 
 
 # ---- resource estimates (documented in README, "Resources") ----------------
 
 _TRAIN_SIZE = {"cifar100_coarse": 40_000, "cifar10": 45_000, "cinic10": 90_000}
-_GPU_MIN_PER_EPOCH = {"resnet18": 0.4, "resnet50": 1.2}  # full width, 50k images, one A10G
+_GPU_MIN_PER_EPOCH = {
+    "resnet18": 0.4,
+    "resnet50": 1.2,
+}  # full width, 50k images, one A10G
 
 
 def train_size(dataset):
@@ -327,14 +339,21 @@ def pretrain_runtime(wildcards):
 
 
 # Channels (before the ResNet50 expansion x4) and side of each stage's map at 32x32 input.
-_STAGE_SHAPE = {"layer1": (64, 32), "layer2": (128, 16), "layer3": (256, 8), "layer4": (512, 4)}
+_STAGE_SHAPE = {
+    "layer1": (64, 32),
+    "layer2": (128, 16),
+    "layer3": (256, 8),
+    "layer4": (512, 4),
+}
 
 
 def attach_floats(backbone, point):
     """Floats the cache holds per sample for one attach point (Gram or map, the smaller)."""
     bb = CFG["backbones"][backbone]
     expansion = 4 if bb["arch"] == "resnet50" else 1
-    channels, side = _STAGE_SHAPE.get(point.split(".")[0], (512, 32))  # unknown: generous
+    channels, side = _STAGE_SHAPE.get(
+        point.split(".")[0], (512, 32)
+    )  # unknown: generous
     d = max(1, int(channels * expansion * bb["width"]))
     return min(d * (d + 1) // 2, d * side * side)
 

@@ -2,13 +2,17 @@
 # point as TorchScript, and time every recipe against the plain backbone.
 # Settings: the `latency` block (warmup, timed, batch_sizes) and `deploy.margin`.
 
+
 rule export_cascade:
     input:
         backbone=f"{RESULTS}/{{dataset}}/{{backbone}}/backbone.pt",
         probe=probe_input,
         features=f"{RESULTS}/{{dataset}}/{{backbone}}/features.h5",
         prepared=f"{RESULTS}/{{dataset}}/prepared.h5",
-        heads=lambda w: [f"{run_dir(w)}/branch{k}.pt" for k in range(1, num_branches(w.backbone) + 1)],
+        heads=lambda w: [
+            f"{run_dir(w)}/branch{k}.pt"
+            for k in range(1, num_branches(w.backbone) + 1)
+        ],
         thresholds=f"{RESULTS}/{{dataset}}/{{backbone}}/{{recipe}}/seed{{seed}}/thresholds.npz",
         code=code("backbones", "heads", "cascade_model", "export_cascade"),
     output:
@@ -19,15 +23,15 @@ rule export_cascade:
         "benchmarks/export_cascade/{dataset}/{backbone}/{recipe}/seed{seed}/m{margin}.tsv"
     wildcard_constraints:
         margin="[0-9.]+",
-    params:
-        run=run_dir,
-        probe=lambda w, input: f"--probe {input.probe}" if input.probe else "",
+    conda:
+        "../envs/calex.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/calex.yaml"
+    params:
+        run=run_dir,
+        probe=lambda w, input: f"--probe {input.probe}" if input.probe else "",
     shell:
         "python -m calex_steps.export_cascade --run-dir {params.run}"
         " --backbone {input.backbone} {params.probe} --features {input.features}"
@@ -51,6 +55,13 @@ rule measure_latency:
         "logs/measure_latency/{dataset}/{backbone}.log",
     benchmark:
         "benchmarks/measure_latency/{dataset}/{backbone}.tsv"
+    conda:
+        "../envs/calex.yaml"
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=6000,
+        runtime=lambda w: 30 + 10 * len(latency_runs(w)),
     params:
         runs=latency_runs,
         margins=" ".join(str(m) for m in CFG["sweep"]["margins"]),
@@ -58,13 +69,6 @@ rule measure_latency:
         warmup=CFG["latency"]["warmup"],
         timed=CFG["latency"]["timed"],
         device=CFG["device"],
-    threads: 1
-    resources:
-        gpu=1,
-        mem_mb=6000,
-        runtime=lambda w: 30 + 10 * len(latency_runs(w)),
-    conda:
-        "../envs/calex.yaml"
     shell:
         "python -m calex_steps.measure_latency --prepared {input.prepared} --runs {params.runs}"
         " --margins {params.margins} --batch-sizes {params.batch_sizes}"

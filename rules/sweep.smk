@@ -15,6 +15,12 @@ rule sweep_margins:
         "logs/sweep_margins/{dataset}/{backbone}/{recipe}/seed{seed}.log",
     benchmark:
         "benchmarks/sweep_margins/{dataset}/{backbone}/{recipe}/seed{seed}.tsv"
+    conda:
+        "../envs/calex.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
     params:
         settings=lambda w: as_json(
             {
@@ -22,12 +28,6 @@ rule sweep_margins:
                 "calibration": CFG["recipes"][w.recipe]["calibration"],
             }
         ),
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=15,
-    conda:
-        "../envs/calex.yaml"
     shell:
         "python -m calex_steps.sweep_margins --features {input.features}"
         " --branches {input.branches} --settings {params.settings:q}"

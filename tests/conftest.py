@@ -13,20 +13,48 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-WORKFLOW_FILES = ("Snakefile", "rules", "workflow_config.yaml", "config", "calex_steps", "profiles", "envs", "reports")
+WORKFLOW_FILES = (
+    "Snakefile",
+    "rules",
+    "workflow_config.yaml",
+    "config",
+    "calex_steps",
+    "profiles",
+    "envs",
+    "reports",
+)
 
 # The smallest study that still exercises every stage (about a minute on 2 cores).
 TINY = {
     "device": "cpu",
-    "study": {"datasets": ["synthetic"], "backbones": ["r18tiny"],
-              "recipes": ["calexnet", "noalign"], "seeds": [0]},  # fmt: skip
-    "datasets": {"synthetic": {"source": "synthetic", "n_train": 800, "n_val": 400,
-                               "n_test": 400, "num_coarse": 4, "fine_per_coarse": 2, "seed": 0}},  # fmt: skip
-    "backbones": {"r18tiny": {"arch": "resnet18", "width": 0.125,
-                              "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}},  # fmt: skip
+    "study": {
+        "datasets": ["synthetic"],
+        "backbones": ["r18tiny"],
+        "recipes": ["calexnet", "noalign"],
+        "seeds": [0],
+    },
+    "datasets": {
+        "synthetic": {
+            "source": "synthetic",
+            "n_train": 800,
+            "n_val": 400,
+            "n_test": 400,
+            "num_coarse": 4,
+            "fine_per_coarse": 2,
+            "seed": 0,
+        }
+    },
+    "backbones": {
+        "r18tiny": {
+            "arch": "resnet18",
+            "width": 0.125,
+            "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3},
+        }
+    },
     "pretrain": {"epochs": 2},
     "probe": {"epochs": 3},
     "training": {"cls_epochs": 4, "conf_epochs": 4, "batch_size": 256},
+    "latency": {"warmup": 2, "timed": 8, "batch_sizes": [1, 64]},
 }
 
 

@@ -11,15 +11,20 @@ import numpy as np
 from calex_steps.datasets import make_synthetic
 
 
-def write_synthetic_prepared(path: Path, n_train=300, n_val=120, n_test=120, num_coarse=4,
-                             fine_per_coarse=2, seed=0) -> Path:  # fmt: skip
+def write_synthetic_prepared(
+    path: Path, n_train=300, n_val=120, n_test=120, num_coarse=4, fine_per_coarse=2, seed=0
+) -> Path:
     """A prepared.h5 (docs/formats.md) holding a small synthetic set."""
     data = make_synthetic(n_train, n_val, n_test, num_coarse, fine_per_coarse, seed)
     splits = data[0] if isinstance(data, tuple) else data
     with h5py.File(path, "w") as f:
-        f.attrs.update(dataset="synthetic", source="synthetic", num_classes=num_coarse,
-                       num_fine_classes=num_coarse * fine_per_coarse,
-                       settings=json.dumps({"seed": seed}))  # fmt: skip
+        f.attrs.update(
+            dataset="synthetic",
+            source="synthetic",
+            num_classes=num_coarse,
+            num_fine_classes=num_coarse * fine_per_coarse,
+            settings=json.dumps({"seed": seed}),
+        )
         for split in ("train", "val", "test"):
             g = f.create_group(split)
             for key in ("images", "labels", "fine_labels", "index"):
@@ -41,20 +46,31 @@ def cifar10_jpeg_subset(per_class: int, split: str = "test") -> tuple[np.ndarray
     offsets = data[f"{split}_offsets"]
     blob = data[f"{split}_jpeg"]
     picks = np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in range(10)])
-    images = np.stack([
-        np.asarray(Image.open(io.BytesIO(blob[offsets[i]:offsets[i + 1]].tobytes())).convert("RGB"))
-        for i in picks
-    ])  # fmt: skip
+    images = np.stack(
+        [
+            np.asarray(
+                Image.open(io.BytesIO(blob[offsets[i] : offsets[i + 1]].tobytes())).convert("RGB")
+            )
+            for i in picks
+        ]
+    )
     return images, labels[picks].astype(np.int64), [str(c) for c in data["classes"]]
 
 
 def write_prepared_arrays(path: Path, splits: dict, class_names: list, val_source="test") -> Path:
     """A prepared.h5 from in-memory splits {split: (images, labels)} of a flat label set."""
     with h5py.File(path, "w") as f:
-        f.attrs.update(dataset="real", source="cifar10", num_classes=len(class_names),
-                       num_fine_classes=len(class_names), class_names=json.dumps(class_names),
-                       fine_class_names=json.dumps(class_names), val_source=val_source,
-                       split_seed=0, settings=json.dumps({}))  # fmt: skip
+        f.attrs.update(
+            dataset="real",
+            source="cifar10",
+            num_classes=len(class_names),
+            num_fine_classes=len(class_names),
+            class_names=json.dumps(class_names),
+            fine_class_names=json.dumps(class_names),
+            val_source=val_source,
+            split_seed=0,
+            settings=json.dumps({}),
+        )
         for split, (images, labels) in splits.items():
             g = f.create_group(split)
             g.create_dataset("images", data=images)

@@ -25,33 +25,94 @@ from calex_steps.prepare_dataset import run_prepare_dataset
 from calex_steps.pretrain_backbone import run_pretrain_backbone
 from calex_steps.probe_coarse import run_probe_coarse
 
-BACKBONE = {"arch": "resnet18", "width": 0.125,
-            "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}  # fmt: skip
-PRETRAIN = {"epochs": 1, "batch_size": 64, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
-            "crop_padding": 4, "hflip": True, "seed": 0}  # fmt: skip
-PROBE = {"epochs": 2, "batch_size": 64, "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4, "seed": 0}
-RECIPE = {"head": "augmented", "target": "kd", "kd_temperature": 4.0, "weighting": "survivor",
-          "survivor_mode": "sampling", "prototypes": 16, "cls_epochs": 2, "conf_epochs": 2,
-          "lr": 1e-3, "weight_decay": 0.0, "batch_size": 128}  # fmt: skip
+BACKBONE = {
+    "arch": "resnet18",
+    "width": 0.125,
+    "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3},
+}
+PRETRAIN = {
+    "epochs": 1,
+    "batch_size": 64,
+    "lr": 0.05,
+    "momentum": 0.9,
+    "weight_decay": 5e-4,
+    "crop_padding": 4,
+    "hflip": True,
+    "seed": 0,
+}
+PROBE = {
+    "epochs": 2,
+    "batch_size": 64,
+    "lr": 0.05,
+    "momentum": 0.9,
+    "weight_decay": 1e-4,
+    "seed": 0,
+}
+RECIPE = {
+    "head": "augmented",
+    "target": "kd",
+    "kd_temperature": 4.0,
+    "weighting": "survivor",
+    "survivor_mode": "sampling",
+    "prototypes": 16,
+    "cls_epochs": 2,
+    "conf_epochs": 2,
+    "lr": 1e-3,
+    "weight_decay": 0.0,
+    "batch_size": 128,
+}
 SWEEP = json.dumps({"margins": [0.05, 0.2], "calibration": "cascade"})
 
 
 def train(run, features, backbone, recipe="calexnet", seed=0, branches=(1, 2, 3)):
     """Train the requested branches of one recipe through the stage's CLI."""
-    for l in branches:
-        prev = [str(run / f"branch{k}.npz") for k in range(1, l)]
-        argv = ["--features", str(features), "--branch", str(l), "--prev", *prev,
-                "--backbone", str(backbone), "--recipe", recipe, "--settings", json.dumps(RECIPE),
-                "--seed", str(seed), "--device", "cpu", "--threads", "1",
-                "--out-head", str(run / f"branch{l}.pt"), "--out-outputs", str(run / f"branch{l}.npz")]  # fmt: skip
+    for b in branches:
+        prev = [str(run / f"branch{k}.npz") for k in range(1, b)]
+        argv = [
+            "--features",
+            str(features),
+            "--branch",
+            str(b),
+            "--prev",
+            *prev,
+            "--backbone",
+            str(backbone),
+            "--recipe",
+            recipe,
+            "--settings",
+            json.dumps(RECIPE),
+            "--seed",
+            str(seed),
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--out-head",
+            str(run / f"branch{b}.pt"),
+            "--out-outputs",
+            str(run / f"branch{b}.npz"),
+        ]
         assert train_branch.main(argv) == 0
-    return [run / f"branch{l}.npz" for l in branches]
+    return [run / f"branch{b}.npz" for b in branches]
 
 
 def sweep_argv(features, branches, out):
-    return ["--features", str(features), "--branches", *map(str, branches), "--settings", SWEEP,
-            "--out-table", str(out / "sweep.csv"), "--out-thresholds", str(out / "thr.npz"),
-            "--out-exits", str(out / "exits.npz"), "--out-per-class", str(out / "pc.csv")]  # fmt: skip
+    return [
+        "--features",
+        str(features),
+        "--branches",
+        *map(str, branches),
+        "--settings",
+        SWEEP,
+        "--out-table",
+        str(out / "sweep.csv"),
+        "--out-thresholds",
+        str(out / "thr.npz"),
+        "--out-exits",
+        str(out / "exits.npz"),
+        "--out-per-class",
+        str(out / "pc.csv"),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -65,16 +126,29 @@ def stack(tmp_path_factory):
     probe = root / "probe.pt"
     run_probe_coarse(prepared, backbone, PROBE, "cpu", probe)
     features = root / "features.h5"
-    run_cache_features(prepared, backbone, probe, ["layer1", "layer2", "layer3"],
-                       {"batch_size": 128}, "cpu", features)  # fmt: skip
+    run_cache_features(
+        prepared,
+        backbone,
+        probe,
+        ["layer1", "layer2", "layer3"],
+        {"batch_size": 128},
+        "cpu",
+        features,
+    )
     run = root / "calexnet"
     branches = train(run, features, backbone)
-    return {"root": root, "prepared": prepared, "backbone": backbone, "features": features,
-            "run": run, "branches": branches}  # fmt: skip
+    return {
+        "root": root,
+        "prepared": prepared,
+        "backbone": backbone,
+        "features": features,
+        "run": run,
+        "branches": branches,
+    }
 
 
 def one_error_line(capsys) -> str:
-    lines = [l for l in capsys.readouterr().err.splitlines() if l.startswith("calex error:")]
+    lines = [s for s in capsys.readouterr().err.splitlines() if s.startswith("calex error:")]
     assert len(lines) == 1
     return lines[0]
 
@@ -108,9 +182,24 @@ def test_cache_from_another_backbone(stack, tmp_path, capsys):
     ckpt["state_dict"]["fc.bias"] += 1.0
     torch.save(ckpt, other)
     run = tmp_path / "run"
-    argv = ["--features", str(stack["features"]), "--branch", "1", "--backbone", str(other),
-            "--recipe", "calexnet", "--settings", json.dumps(RECIPE), "--seed", "0",
-            "--out-head", str(run / "branch1.pt"), "--out-outputs", str(run / "branch1.npz")]  # fmt: skip
+    argv = [
+        "--features",
+        str(stack["features"]),
+        "--branch",
+        "1",
+        "--backbone",
+        str(other),
+        "--recipe",
+        "calexnet",
+        "--settings",
+        json.dumps(RECIPE),
+        "--seed",
+        "0",
+        "--out-head",
+        str(run / "branch1.pt"),
+        "--out-outputs",
+        str(run / "branch1.npz"),
+    ]
     assert train_branch.main(argv) == 1
     line = one_error_line(capsys)
     assert "another backbone checkpoint" in line and "cache_features" in line
@@ -136,14 +225,22 @@ def test_nan_loss_in_pretraining_names_the_setting(stack, tmp_path):
 def test_disk_full_keeps_the_earlier_file(tmp_path):
     mount = tmp_path / "small"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
-                          capture_output=True)  # fmt: skip
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
     try:
         out = mount / "prepared.h5"
-        settings = {"source": "synthetic", "n_train": 60, "n_val": 20, "n_test": 20,
-                    "num_coarse": 2, "fine_per_coarse": 2, "seed": 0}  # fmt: skip
+        settings = {
+            "source": "synthetic",
+            "n_train": 60,
+            "n_val": 20,
+            "n_test": 20,
+            "num_coarse": 2,
+            "fine_per_coarse": 2,
+            "seed": 0,
+        }
         run_prepare_dataset("synthetic", settings, out)
         earlier = out.read_bytes()
         big = dict(settings, n_train=2000)  # about 6 MB of images: does not fit
@@ -162,5 +259,7 @@ def test_same_seed_gives_byte_identical_sweep_tables(stack, tmp_path):
         (tmp_path / name).mkdir()
         assert sweep_margins.main(sweep_argv(stack["features"], branches, tmp_path / name)) == 0
     for table in ("sweep.csv", "pc.csv"):
-        assert (tmp_path / "first" / table).read_bytes() == (tmp_path / "second" / table).read_bytes()
+        assert (tmp_path / "first" / table).read_bytes() == (
+            tmp_path / "second" / table
+        ).read_bytes()
     shutil.rmtree(tmp_path / "again")

@@ -24,17 +24,22 @@ ATTACH = ["layer1", "layer3", "layer4"]
 def cached(tmp_path_factory):
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("cache")
-    prepared = write_synthetic_prepared(root / "prepared.h5", n_train=70, n_val=30, n_test=30,
-                                        num_coarse=4, fine_per_coarse=1)  # fmt: skip
+    prepared = write_synthetic_prepared(
+        root / "prepared.h5", n_train=70, n_val=30, n_test=30, num_coarse=4, fine_per_coarse=1
+    )
     torch.manual_seed(0)
     model = build_backbone("resnet18", 0.125, num_classes=4)
-    ckpt = {"arch": "resnet18", "width": 0.125, "num_classes": 4, "normalization": NORM,
-            "state_dict": model.state_dict()}  # fmt: skip
+    ckpt = {
+        "arch": "resnet18",
+        "width": 0.125,
+        "num_classes": 4,
+        "normalization": NORM,
+        "state_dict": model.state_dict(),
+    }
     torch.save(ckpt, root / "backbone.pt")
     out = root / "features.h5"
     # a batch size that does not divide the split sizes: streaming must stitch batches right
-    run_cache_features(prepared, root / "backbone.pt", None, ATTACH,
-                       {"batch_size": 16}, "cpu", out)  # fmt: skip
+    run_cache_features(prepared, root / "backbone.pt", None, ATTACH, {"batch_size": 16}, "cpu", out)
     return prepared, model.eval(), out
 
 
@@ -60,8 +65,9 @@ def test_cache_equals_direct_computation(cached):
         stored = unpack_gram(torch.from_numpy(g1[()]), 8)
         torch.testing.assert_close(stored, direct, rtol=1e-4, atol=1e-5)
         assert test["feat3"].attrs["kind"] == "map"
-        torch.testing.assert_close(torch.from_numpy(test["feat3"][()]), feats["layer4"],
-                                   rtol=1e-4, atol=1e-5)  # fmt: skip
+        torch.testing.assert_close(
+            torch.from_numpy(test["feat3"][()]), feats["layer4"], rtol=1e-4, atol=1e-5
+        )
 
 
 def test_provenance_attributes(cached):

@@ -43,8 +43,14 @@ def test_shipped_configs_pass():
     assert full["study"]["seeds"] == [0, 1, 2]
     assert full["pretrain"]["epochs"] == 200
     assert set(full["study"]["recipes"]) == {
-        "calexnet", "noalign", "align_only", "kd_only", "pteenet", "ztw", "boostnet",
-    }  # fmt: skip
+        "calexnet",
+        "noalign",
+        "align_only",
+        "kd_only",
+        "pteenet",
+        "ztw",
+        "boostnet",
+    }
     for overlay in sorted((ROOT / "config").glob("*.yaml")):
         validate_config(merged("workflow_config.yaml", f"config/{overlay.name}"))
 
@@ -63,7 +69,11 @@ def test_misspelt_key_is_named(full):
     [
         (("sweep", "margins"), [0.1, 1.5], "sweep.margins.1' = 1.5 must be <= 1"),
         (("pretrain", "epochs"), "ten", "pretrain.epochs' = 'ten' must be of type integer"),
-        (("recipes", "noalign", "target"), "mse", "allowed: ['argmax_ce', 'kd', 'pteenet', 'boostnet']"),
+        (
+            ("recipes", "noalign", "target"),
+            "mse",
+            "allowed: ['argmax_ce', 'kd', 'pteenet', 'boostnet']",
+        ),
         (("device",), "gpu", "device' = 'gpu' must match"),
         (("training", "lr"), 0, "training.lr' = 0 must be > 0"),
     ],

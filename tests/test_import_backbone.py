@@ -14,8 +14,11 @@ pytestmark = [
     pytest.mark.realdata,
     pytest.mark.skipif(not WEIGHTS.is_dir(), reason=f"real weights not found at {WEIGHTS}"),
 ]
-RESNET20 = {"arch": "resnet20", "width": 1.0,
-            "normalization": {"mean": list(HE_MEAN), "std": list(HE_STD)}}  # fmt: skip
+RESNET20 = {
+    "arch": "resnet20",
+    "width": 1.0,
+    "normalization": {"mean": list(HE_MEAN), "std": list(HE_STD)},
+}
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +27,11 @@ def prepared(tmp_path_factory):
     half = len(labels) // 2
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0)).numpy()
     val, test = order[:half], order[half:]
-    splits = {"train": (images[:10], labels[:10]), "val": (images[val], labels[val]),
-              "test": (images[test], labels[test])}  # fmt: skip
+    splits = {
+        "train": (images[:10], labels[:10]),
+        "val": (images[val], labels[val]),
+        "test": (images[test], labels[test]),
+    }
     return write_prepared_arrays(tmp_path_factory.mktemp("c10") / "prepared.h5", splits, classes)
 
 
@@ -44,9 +50,19 @@ def test_checkpoint_of_another_architecture_is_one_line(prepared, tmp_path, caps
     weights = next(WEIGHTS.glob("resnet32-*.th"))
     import json
 
-    argv = ["--data", str(prepared), "--backbone", json.dumps(RESNET20), "--checkpoint",
-            str(weights), "--device", "cpu", "--out", str(tmp_path / "backbone.pt")]  # fmt: skip
+    argv = [
+        "--data",
+        str(prepared),
+        "--backbone",
+        json.dumps(RESNET20),
+        "--checkpoint",
+        str(weights),
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "backbone.pt"),
+    ]
     assert main(argv) == 1
-    lines = [l for l in capsys.readouterr().err.splitlines() if l.startswith("calex error:")]
+    lines = [s for s in capsys.readouterr().err.splitlines() if s.startswith("calex error:")]
     assert len(lines) == 1 and "layer1.3" in lines[0] and str(weights) in lines[0]
     assert not (tmp_path / "backbone.pt").exists()

@@ -9,10 +9,21 @@ from helpers import write_synthetic_prepared
 from calex_steps.pretrain_backbone import run_pretrain_backbone
 from calex_steps.training_utils import random_crop_flip, scratch_path
 
-BACKBONE = {"arch": "resnet18", "width": 0.125,
-            "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}  # fmt: skip
-SETTINGS = {"epochs": 3, "batch_size": 64, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
-            "crop_padding": 4, "hflip": True, "seed": 3}  # fmt: skip
+BACKBONE = {
+    "arch": "resnet18",
+    "width": 0.125,
+    "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3},
+}
+SETTINGS = {
+    "epochs": 3,
+    "batch_size": 64,
+    "lr": 0.05,
+    "momentum": 0.9,
+    "weight_decay": 5e-4,
+    "crop_padding": 4,
+    "hflip": True,
+    "seed": 3,
+}
 
 
 class Interrupted(Exception):

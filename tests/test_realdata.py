@@ -17,8 +17,10 @@ from helpers import SHARED_DATA, cifar10_jpeg_subset
 pytestmark = [
     pytest.mark.realdata,
     pytest.mark.slow,
-    pytest.mark.skipif(not (SHARED_DATA / "cifar10_jpeg.npz").is_file(),
-                       reason=f"real CIFAR-10 pixels not found under {SHARED_DATA}"),  # fmt: skip
+    pytest.mark.skipif(
+        not (SHARED_DATA / "cifar10_jpeg.npz").is_file(),
+        reason=f"real CIFAR-10 pixels not found under {SHARED_DATA}",
+    ),
 ]
 
 
@@ -32,15 +34,21 @@ def write_cifar10_batches(root, train, test, classes):
     for k, part in enumerate(np.array_split(np.arange(len(train[1])), 5), start=1):
         batch = {b"data": rows(train[0][part]), b"labels": train[1][part].tolist()}
         (root / f"data_batch_{k}").write_bytes(pickle.dumps(batch))
-    (root / "test_batch").write_bytes(pickle.dumps({b"data": rows(test[0]), b"labels": test[1].tolist()}))
-    (root / "batches.meta").write_bytes(pickle.dumps({b"label_names": [c.encode() for c in classes]}))
+    (root / "test_batch").write_bytes(
+        pickle.dumps({b"data": rows(test[0]), b"labels": test[1].tolist()})
+    )
+    (root / "batches.meta").write_bytes(
+        pickle.dumps({b"label_names": [c.encode() for c in classes]})
+    )
 
 
 def test_reduced_real_benchmark(tmp_path):
     workdir = copy_workflow(tmp_path / "wf")
     train = cifar10_jpeg_subset(per_class=30, split="train")
     test = cifar10_jpeg_subset(per_class=40, split="test")
-    write_cifar10_batches(workdir / "data" / "c10" / "cifar-10-batches-py", train[:2], test[:2], test[2])
+    write_cifar10_batches(
+        workdir / "data" / "c10" / "cifar-10-batches-py", train[:2], test[:2], test[2]
+    )
     real = yaml.safe_load((workdir / "config" / "cifar10_resnet56.yaml").read_text())
     real["device"] = "cpu"
     real["study"].update(recipes=["calexnet", "pteenet"], seeds=[0])

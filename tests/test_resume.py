@@ -20,9 +20,13 @@ SETTINGS = {"pretrain.epochs": 6, "datasets.synthetic.n_train": 600}
 
 def kill_at_epoch(workdir, epoch: int, limit: float = 600) -> None:
     """Start the run, SIGKILL Snakemake and its job once ``epoch`` is logged as done."""
-    proc = subprocess.Popen([SNAKEMAKE, "--cores", "2", TARGET, "--configfile", "tiny.yaml"],
-                            cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [SNAKEMAKE, "--cores", "2", TARGET, "--configfile", "tiny.yaml"],
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     log = workdir / LOG
     deadline = time.monotonic() + limit
     try:

@@ -7,7 +7,6 @@ import re
 import h5py
 import pandas as pd
 import pytest
-
 from conftest import clone_run, copy_workflow, snakemake, write_tiny
 
 pytestmark = pytest.mark.slow
@@ -27,7 +26,7 @@ def test_tiny_run_writes_every_stage(tiny_run):
     run = tiny_run / "results" / "synthetic" / "r18tiny"
     with h5py.File(run / "features.h5", "r") as f:
         # width 0.125: every attach point stores the (smaller) Gram form
-        assert [f["train"][f"feat{l}"].attrs["kind"] for l in (1, 2, 3)] == ["gram"] * 3
+        assert [f["train"][f"feat{b}"].attrs["kind"] for b in (1, 2, 3)] == ["gram"] * 3
         assert f["test"]["logits"].shape == (400, 4)
     for recipe in ("calexnet", "noalign"):
         table = pd.read_csv(run / recipe / "seed0" / "sweep.csv")
@@ -67,7 +66,7 @@ def test_misspelt_key_stops_with_one_line(tmp_path):
     write_tiny(workdir, {"training.kd_temprature": 2.0})
     result = snakemake(workdir, "-n")
     assert result.returncode != 0
-    lines = [l for l in result.stderr.splitlines() if "training.kd_temprature" in l]
+    lines = [s for s in result.stderr.splitlines() if "training.kd_temprature" in s]
     assert len(lines) == 1 and "allowed keys" in lines[0]
 
 
