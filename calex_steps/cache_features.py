@@ -28,10 +28,12 @@ from calex_steps.flops import stage_macs
 from calex_steps.frozen import load_classifier, load_frozen_backbone
 from calex_steps.io import (
     CalexError,
+    add_runtime_args,
     atomic_path,
     parse_json_arg,
     resolve_device,
     run_main,
+    set_threads,
     setup_logging,
     sha256_file,
 )
@@ -184,15 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probe", nargs="*", default=[], help="probe.pt (hierarchical datasets)")
     p.add_argument("--attach", required=True, help="JSON list of attach-point module names")
     p.add_argument("--settings", required=True, help="JSON: the config's cache block")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=1)
+    add_runtime_args(p)
     p.add_argument("--out", required=True)
     return p
 
 
 def _main(argv) -> None:
     args = build_parser().parse_args(argv)
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     attach = json.loads(args.attach)
     probe = args.probe[0] if args.probe else None
     run_cache_features(

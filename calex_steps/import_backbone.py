@@ -21,10 +21,12 @@ from calex_steps import __version__
 from calex_steps.backbones import build_backbone, load_weights
 from calex_steps.datasets import read_prepared_attrs
 from calex_steps.io import (
+    add_runtime_args,
     atomic_path,
     parse_json_arg,
     resolve_device,
     run_main,
+    set_threads,
     setup_logging,
     sha256_file,
 )
@@ -78,15 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="prepared.h5 of the dataset")
     p.add_argument("--backbone", required=True, help="JSON: the config's backbones.<key> entry")
     p.add_argument("--checkpoint", required=True, help="the user's trained weights (a state dict)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=1)
+    add_runtime_args(p)
     p.add_argument("--out", required=True)
     return p
 
 
 def _main(argv) -> None:
     args = build_parser().parse_args(argv)
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     backbone = parse_json_arg(args.backbone)
     run_import_backbone(args.data, backbone, args.checkpoint, args.device, args.out)
 

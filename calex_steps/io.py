@@ -114,6 +114,20 @@ def resolve_device(name: str = "auto"):
     return device
 
 
+def add_runtime_args(parser) -> None:
+    """The ``--device`` and ``--threads`` flags every torch stage takes."""
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+
+
+def set_threads(threads: int) -> None:
+    """Apply ``--threads`` (0 keeps torch's default)."""
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def run_main(func, argv=None) -> int:
     """Run an entry point's body; turn a ``CalexError`` into one line on stderr."""
     try:

@@ -32,7 +32,15 @@ import pandas as pd
 import torch
 
 from calex_steps.cascade_model import build_cascade, load_thresholds
-from calex_steps.io import CalexError, atomic_path, resolve_device, run_main, setup_logging
+from calex_steps.io import (
+    CalexError,
+    add_runtime_args,
+    atomic_path,
+    resolve_device,
+    run_main,
+    set_threads,
+    setup_logging,
+)
 
 NOT_MEASURED = "not measured"
 MISSING = "—"
@@ -310,8 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=50, help="warm-up inferences at batch 1")
     p.add_argument("--timed", type=int, default=500, help="timed inferences at batch 1")
     p.add_argument("--reference", default="calexnet", help="recipe the crossover compares")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    add_runtime_args(p)
     p.add_argument("--out-table", required=True)
     p.add_argument("--out-at-fr", required=True)
     p.add_argument("--out-crossover", required=True)
@@ -321,8 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _main(argv) -> None:
     """Parse the arguments and run the stage."""
     a = build_parser().parse_args(argv)
-    if a.threads > 0:
-        torch.set_num_threads(a.threads)
+    set_threads(a.threads)
     run_measure_latency(a.runs, a.prepared, a.margins, a.batch_sizes, a.warmup, a.timed,
                         a.device, a.out_table, a.out_at_fr, a.out_crossover,
                         a.reference)  # fmt: skip

@@ -24,10 +24,12 @@ from calex_steps import __version__
 from calex_steps.backbones import build_backbone, preprocess
 from calex_steps.io import (
     CalexError,
+    add_runtime_args,
     atomic_path,
     parse_json_arg,
     resolve_device,
     run_main,
+    set_threads,
     setup_logging,
 )
 from calex_steps.training_utils import (
@@ -184,15 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="prepared.h5 of the dataset")
     p.add_argument("--backbone", required=True, help="JSON: the config's backbones.<key> entry")
     p.add_argument("--settings", required=True, help="JSON: the config's pretrain block")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=1)
+    add_runtime_args(p)
     p.add_argument("--out", required=True)
     return p
 
 
 def _main(argv) -> None:
     args = build_parser().parse_args(argv)
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     settings = parse_json_arg(args.settings)
     backbone = parse_json_arg(args.backbone)
     log.info("settings %s", json.dumps(settings, sort_keys=True))

@@ -21,10 +21,12 @@ from calex_steps import __version__
 from calex_steps.backbones import preprocess, run_with_taps
 from calex_steps.frozen import load_frozen_backbone
 from calex_steps.io import (
+    add_runtime_args,
     atomic_path,
     parse_json_arg,
     resolve_device,
     run_main,
+    set_threads,
     setup_logging,
     sha256_file,
 )
@@ -117,15 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="prepared.h5 of the dataset")
     p.add_argument("--backbone", required=True, help="backbone.pt")
     p.add_argument("--settings", required=True, help="JSON: the config's probe block")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=1)
+    add_runtime_args(p)
     p.add_argument("--out", required=True)
     return p
 
 
 def _main(argv) -> None:
     args = build_parser().parse_args(argv)
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     run_probe_coarse(args.data, args.backbone, parse_json_arg(args.settings), args.device, args.out)
 
 

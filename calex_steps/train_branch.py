@@ -31,10 +31,12 @@ from calex_steps.features import check_provenance, features_meta, load_branch_in
 from calex_steps.heads import HEAD_KINDS, PrototypeHead, head_macs
 from calex_steps.io import (
     CalexError,
+    add_runtime_args,
     atomic_path,
     parse_json_arg,
     resolve_device,
     run_main,
+    set_threads,
     setup_logging,
     sha256_file,
 )
@@ -453,8 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", required=True, help="recipe name (recorded and checked)")
     p.add_argument("--settings", required=True, help="JSON of the resolved recipe settings")
     p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    add_runtime_args(p)
     p.add_argument("--out-head", required=True, help="branch{l}.pt to write")
     p.add_argument("--out-outputs", required=True, help="branch{l}.npz to write")
     return p
@@ -462,8 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _main(argv: list[str] | None) -> None:
     args = build_parser().parse_args(argv)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     if args.backbone:
         check_provenance(args.features, args.backbone)
     run_train_branch(

@@ -40,10 +40,12 @@ from calex_steps.features import features_meta, load_branch_inputs
 from calex_steps.heads import HEAD_KINDS, PrototypeHead, head_macs
 from calex_steps.io import (
     CalexError,
+    add_runtime_args,
     atomic_path,
     parse_json_arg,
     resolve_device,
     run_main,
+    set_threads,
     setup_logging,
     sha256_file,
 )
@@ -451,8 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", required=True, help="recipe name (recorded in the outputs)")
     p.add_argument("--settings", required=True, help="JSON of the resolved recipe settings")
     p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    add_runtime_args(p)
     p.add_argument("--out-heads", nargs="+", required=True, help="branch{l}.pt, in order")
     p.add_argument("--out-outputs", nargs="+", required=True, help="branch{l}.npz, in order")
     return p
@@ -460,8 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _main(argv: list[str] | None) -> None:
     args = build_parser().parse_args(argv)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     run_train_joint(
         args.features,
         parse_json_arg(args.settings),

@@ -10,6 +10,23 @@ import numpy as np
 
 from calex_steps.datasets import make_synthetic
 
+# A narrow ResNet18 and pretraining settings small enough for unit tests.
+TINY_BACKBONE = {
+    "arch": "resnet18",
+    "width": 0.125,
+    "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3},
+}
+TINY_PRETRAIN = {
+    "epochs": 1,
+    "batch_size": 64,
+    "lr": 0.05,
+    "momentum": 0.9,
+    "weight_decay": 5e-4,
+    "crop_padding": 4,
+    "hflip": True,
+    "seed": 0,
+}
+
 
 def write_synthetic_prepared(
     path: Path, n_train=300, n_val=120, n_test=120, num_coarse=4, fine_per_coarse=2, seed=0

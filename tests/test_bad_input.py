@@ -15,7 +15,7 @@ import subprocess
 
 import pytest
 import torch
-from helpers import write_synthetic_prepared
+from helpers import TINY_BACKBONE, TINY_PRETRAIN, write_synthetic_prepared
 
 from calex_steps import sweep_margins, train_branch
 from calex_steps.cache_features import run_cache_features
@@ -25,21 +25,8 @@ from calex_steps.prepare_dataset import run_prepare_dataset
 from calex_steps.pretrain_backbone import run_pretrain_backbone
 from calex_steps.probe_coarse import run_probe_coarse
 
-BACKBONE = {
-    "arch": "resnet18",
-    "width": 0.125,
-    "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3},
-}
-PRETRAIN = {
-    "epochs": 1,
-    "batch_size": 64,
-    "lr": 0.05,
-    "momentum": 0.9,
-    "weight_decay": 5e-4,
-    "crop_padding": 4,
-    "hflip": True,
-    "seed": 0,
-}
+BACKBONE = TINY_BACKBONE
+PRETRAIN = TINY_PRETRAIN
 PROBE = {
     "epochs": 2,
     "batch_size": 64,

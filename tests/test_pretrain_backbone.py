@@ -4,26 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import write_synthetic_prepared
+from helpers import TINY_BACKBONE, TINY_PRETRAIN, write_synthetic_prepared
 
 from calex_steps.pretrain_backbone import run_pretrain_backbone
 from calex_steps.training_utils import random_crop_flip, scratch_path
 
-BACKBONE = {
-    "arch": "resnet18",
-    "width": 0.125,
-    "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3},
-}
-SETTINGS = {
-    "epochs": 3,
-    "batch_size": 64,
-    "lr": 0.05,
-    "momentum": 0.9,
-    "weight_decay": 5e-4,
-    "crop_padding": 4,
-    "hflip": True,
-    "seed": 3,
-}
+BACKBONE = TINY_BACKBONE
+SETTINGS = dict(TINY_PRETRAIN, epochs=3, seed=3)
 
 
 class Interrupted(Exception):
