@@ -36,9 +36,9 @@ TINY = {
     "datasets": {
         "synthetic": {
             "source": "synthetic",
-            "n_train": 800,
-            "n_val": 400,
-            "n_test": 400,
+            "n_train": 1600,
+            "n_val": 600,
+            "n_test": 600,
             "num_coarse": 4,
             "fine_per_coarse": 2,
             "seed": 0,
@@ -51,8 +51,8 @@ TINY = {
             "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3},
         }
     },
-    "pretrain": {"epochs": 2},
-    "probe": {"epochs": 3},
+    "pretrain": {"epochs": 5},
+    "probe": {"epochs": 5},
     "training": {"cls_epochs": 4, "conf_epochs": 4, "batch_size": 256},
     "latency": {"warmup": 2, "timed": 8, "batch_sizes": [1, 64]},
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import h5py
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import clone_run, copy_workflow, snakemake, write_tiny
@@ -34,6 +35,20 @@ def test_tiny_run_writes_every_stage(tiny_run):
         assert table["fr"].between(-1, 1).all()
     for log in ("pretrain_backbone/synthetic/r18tiny.log", "probe_coarse/synthetic/r18tiny.log"):
         assert "epoch 2/" in (tiny_run / "logs" / log).read_text()
+
+
+def test_sweep_traces_a_real_trade_off(tiny_run):
+    run = tiny_run / "results" / "synthetic" / "r18tiny"
+    table = pd.read_csv(run / "noalign" / "seed0" / "sweep.csv")  # calibration: full
+    # with full calibration a larger margin only lowers thresholds: FR never decreases
+    assert (table["fr"].diff().dropna() >= 0).all()
+    assert table["fr"].iloc[-1] > table["fr"].iloc[0] + 0.1
+    # ... and the compute saved is paid in accuracy
+    assert table["accuracy"].iloc[-1] < table["accuracy"].iloc[0]
+    backbone = table["backbone_accuracy"].iloc[0]
+    labels = np.load(run / "noalign" / "seed0" / "exits.npz")["labels"]
+    branch1 = np.load(run / "noalign" / "seed0" / "branch1.npz")["test_pred"]
+    assert (branch1 == labels).mean() < backbone - 0.05  # branch 1 alone is clearly worse
 
 
 def test_finished_run_has_nothing_to_do(tiny_run):
