@@ -22,7 +22,7 @@ rule pretrain_backbone:
         mem_mb=8000,
         runtime=pretrain_runtime,
     params:
-        backbone=lambda w: as_json(backbone_cfg(w)),
+        backbone=lambda w: as_json(backbone_model_cfg(w)),
         settings=as_json(CFG["pretrain"]),
         device=CFG["device"],
     shell:
@@ -52,7 +52,7 @@ rule import_backbone:
         mem_mb=4000,
         runtime=30,
     params:
-        backbone=lambda w: as_json(backbone_cfg(w)),
+        backbone=lambda w: as_json(backbone_model_cfg(w)),
         device=CFG["device"],
     shell:
         "python -m calex_steps.import_backbone --data {input.data}"

@@ -82,6 +82,12 @@ def backbone_cfg(wildcards):
     return CFG["backbones"][wildcards.backbone]
 
 
+def backbone_model_cfg(wildcards):
+    """What building the network reads: the attach points stay out (they only
+    concern the feature cache), so editing them never retrains the backbone."""
+    return {k: v for k, v in backbone_cfg(wildcards).items() if k != "attach_points"}
+
+
 def num_branches(backbone):
     return len(CFG["backbones"][backbone]["attach_points"])
 

@@ -117,3 +117,11 @@ def test_new_seed_adds_only_its_jobs(tiny_run, tmp_path):
     jobs = scheduled(snakemake(run, "-n").stdout)
     assert jobs.get("train_branch") == 6 and jobs.get("sweep_margins") == 2
     assert "cache_features" not in jobs and "pretrain_backbone" not in jobs
+
+
+def test_attach_point_edit_recaches_without_retraining_the_backbone(tiny_run, tmp_path):
+    run = clone_run(tiny_run, tmp_path / "run")
+    write_tiny(run, {"backbones.r18tiny.attach_points": ["layer1", "layer2", "layer4"]})
+    jobs = scheduled(snakemake(run, "-n").stdout)
+    assert jobs.get("cache_features") == 1 and jobs.get("train_branch") == 6
+    assert "pretrain_backbone" not in jobs and "probe_coarse" not in jobs
