@@ -57,9 +57,9 @@ rule measure_latency:
         "benchmarks/measure_latency/{dataset}/{backbone}.tsv"
     conda:
         "../envs/calex.yaml"
-    threads: 1
+    threads: 2  # timing on the CPU: nothing else runs beside it on a 2-core machine
     resources:
-        gpu=1,
+        gpu=gpu,
         mem_mb=6000,
         runtime=lambda w: 30 + 10 * len(latency_runs(w)),
     params:

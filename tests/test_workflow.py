@@ -28,7 +28,7 @@ def test_tiny_run_writes_every_stage(tiny_run):
     with h5py.File(run / "features.h5", "r") as f:
         # width 0.125: every attach point stores the (smaller) Gram form
         assert [f["train"][f"feat{b}"].attrs["kind"] for b in (1, 2, 3)] == ["gram"] * 3
-        assert f["test"]["logits"].shape == (400, 4)
+        assert f["test"]["logits"].shape == (600, 4)
     for recipe in ("calexnet", "noalign"):
         table = pd.read_csv(run / recipe / "seed0" / "sweep.csv")
         assert len(table) == 8
