@@ -125,3 +125,12 @@ def test_attach_point_edit_recaches_without_retraining_the_backbone(tiny_run, tm
     jobs = scheduled(snakemake(run, "-n").stdout)
     assert jobs.get("cache_features") == 1 and jobs.get("train_branch") == 6
     assert "pretrain_backbone" not in jobs and "probe_coarse" not in jobs
+
+
+def test_missing_user_checkpoint_stops_before_any_job(tmp_path):
+    workdir = copy_workflow(tmp_path / "wf")
+    write_tiny(workdir, {"backbones.r18tiny.checkpoint": "weights/missing.th"})
+    result = snakemake(workdir, "-n")
+    assert result.returncode != 0
+    line = [s for s in result.stderr.splitlines() if "backbones.r18tiny.checkpoint" in s]
+    assert len(line) == 1 and "weights/missing.th" in line[0] and "does not exist" in line[0]
