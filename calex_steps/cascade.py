@@ -1,8 +1,9 @@
-"""The cascade simulator every evaluation shares (SPEC section 7).
+"""The cascade simulator every evaluation shares (SPEC section 7), and its cost (section 9).
 
 A sample walks the branches in order; the first branch whose confidence R
 exceeds its threshold for the predicted class releases it with that
 prediction; a sample no branch releases gets the backbone's prediction.
+Costs are MACs counted by ``calex_steps.flops``; this module stays numpy-only.
 """
 
 from __future__ import annotations
@@ -54,3 +55,36 @@ def run_cascade(
         exit_branch[released] = branch
         final_pred[released] = pred[released]
     return exit_branch, final_pred
+
+
+def cascade_cost(
+    stage_cum_macs: Sequence[int], head_macs: Sequence[int], total_macs: int
+) -> list[int]:
+    """MACs paid by a sample per exit: entry l (0-based) = backbone through attach
+    point l + heads 0..l; the last entry (index L) = ``total_macs`` + all L heads."""
+    if len(stage_cum_macs) != len(head_macs) or not head_macs:
+        raise CalexError(
+            f"cascade_cost needs one head per attach point, got {len(stage_cum_macs)} "
+            f"stage costs and {len(head_macs)} head costs"
+        )
+    heads_so_far = np.cumsum(np.asarray(head_macs, dtype=np.int64))
+    costs = [int(s) + int(h) for s, h in zip(stage_cum_macs, heads_so_far, strict=True)]
+    return [*costs, int(total_macs) + int(heads_so_far[-1])]
+
+
+def mean_cost(exit_branch: np.ndarray, costs: Sequence[int]) -> float:
+    """Mean MACs per sample; ``exit_branch`` holds 0..L-1 for a branch and L for the
+    backbone, and ``costs`` is the output of ``cascade_cost``."""
+    exits = np.asarray(exit_branch, dtype=np.int64)
+    if exits.size == 0:
+        raise CalexError("the cost of a cascade needs at least one sample")
+    if exits.min() < 0 or exits.max() >= len(costs):
+        raise CalexError(
+            f"exit_branch values must lie in 0..{len(costs) - 1}, got {exits.min()}..{exits.max()}"
+        )
+    return float(np.asarray(costs, dtype=np.float64)[exits].mean())
+
+
+def flops_reduction(exit_branch: np.ndarray, costs: Sequence[int], total_macs: int) -> float:
+    """FR = 1 - mean cost / ``total_macs`` (SPEC section 9)."""
+    return 1.0 - mean_cost(exit_branch, costs) / total_macs

@@ -2,8 +2,8 @@
 
 Only convolutions and linear layers count (BatchNorm, activations, additions
 and pooling are excluded). Counts are per sample: a batch of N inputs gives
-the same number as a batch of one. ``cascade_cost`` and ``flops_reduction``
-work on plain numbers and numpy arrays.
+the same number as a batch of one. What a cascade costs per exit, given
+these counts, is numpy-only and lives in ``calex_steps.cascade``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import contextlib
 import math
 from collections.abc import Callable, Iterator, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -131,32 +130,3 @@ def stage_macs(
     classifier ("total"), for ``build_backbone(arch, width, num_classes)``."""
     model = build_backbone(arch, width=width, num_classes=num_classes)
     return model_stage_macs(model, attach_points, input_size=input_size)
-
-
-def cascade_cost(
-    stage_cum_macs: Sequence[int], head_macs: Sequence[int], total_macs: int
-) -> list[int]:
-    """MACs paid by a sample per exit: entry l (0-based) = backbone through attach
-    point l + heads 0..l; the last entry (index L) = ``total_macs`` + all L heads."""
-    if len(stage_cum_macs) != len(head_macs) or not head_macs:
-        raise CalexError(
-            f"cascade_cost needs one head per attach point, got {len(stage_cum_macs)} "
-            f"stage costs and {len(head_macs)} head costs"
-        )
-    heads_so_far = np.cumsum(np.asarray(head_macs, dtype=np.int64))
-    costs = [int(s) + int(h) for s, h in zip(stage_cum_macs, heads_so_far, strict=True)]
-    return [*costs, int(total_macs) + int(heads_so_far[-1])]
-
-
-def flops_reduction(exit_branch: np.ndarray, costs: Sequence[int], total_macs: int) -> float:
-    """FR = 1 - mean cost / ``total_macs``; ``exit_branch`` holds 0..L-1 for a branch
-    and L for the backbone, and ``costs`` is the output of ``cascade_cost``."""
-    exits = np.asarray(exit_branch, dtype=np.int64)
-    if exits.size == 0:
-        raise CalexError("flops_reduction needs at least one sample")
-    if exits.min() < 0 or exits.max() >= len(costs):
-        raise CalexError(
-            f"exit_branch values must lie in 0..{len(costs) - 1}, got {exits.min()}..{exits.max()}"
-        )
-    mean_cost = np.asarray(costs, dtype=np.float64)[exits].mean()
-    return float(1.0 - mean_cost / total_macs)

@@ -41,6 +41,7 @@ from calex_steps.io import (
     set_threads,
     setup_logging,
 )
+from calex_steps.tables import interpolate_curve
 
 NOT_MEASURED = "not measured"
 MISSING = "—"
@@ -155,21 +156,8 @@ def interpolate_metric_at_fr(fr, values, targets, tolerance: float = 0.08) -> np
     cascade's latency at FR 0 is not the backbone's.
     """
     fr, values = np.asarray(fr, np.float64).ravel(), np.asarray(values, np.float64).ravel()
-    t = np.asarray(targets, np.float64).ravel()
     keep = np.isfinite(fr) & np.isfinite(values)
-    x, inverse = np.unique(fr[keep], return_inverse=True)
-    if x.size == 0:
-        return np.full(t.shape, np.nan)
-    y = np.bincount(inverse, weights=values[keep]) / np.bincount(inverse)
-    if x.size == 1:
-        out = np.full(t.shape, y[0])
-    else:
-        out = np.interp(t, x, y)
-        hi, lo = t > x[-1], t < x[0]
-        out[hi] = y[-1] + (t[hi] - x[-1]) * (y[-1] - y[-2]) / (x[-1] - x[-2])
-        out[lo] = y[0] + (t[lo] - x[0]) * (y[1] - y[0]) / (x[1] - x[0])
-    out[(t < x[0] - tolerance - 1e-12) | (t > x[-1] + tolerance + 1e-12)] = np.nan
-    return out
+    return interpolate_curve(fr[keep], values[keep], targets, tolerance)
 
 
 def _numeric(column: pd.Series) -> pd.Series:

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from calex_steps.calibration import calibrate_cascade, reference_precision
-from calex_steps.cascade import run_cascade
+from calex_steps.cascade import cascade_cost, flops_reduction, mean_cost, run_cascade
 from calex_steps.io import CalexError, atomic_path, open_h5, parse_json_arg, run_main, setup_logging
 
 CALIBRATIONS = ("full", "cascade")
@@ -76,9 +76,9 @@ def _summary_row(
     """One row of the sweep table from the test split's exits (costs: (L+1,) per exit position)."""
     num_exits = costs.shape[0]
     fracs = np.bincount(exit_branch, minlength=num_exits) / exit_branch.shape[0]  # (L+1,)
-    mean_macs = float(costs[exit_branch].mean())
     accuracy = float(np.mean(final_pred == labels))
-    return [margin, accuracy, 1.0 - mean_macs / total_macs, backbone_acc, *fracs, mean_macs]
+    fr = flops_reduction(exit_branch, costs, total_macs)
+    return [margin, accuracy, fr, backbone_acc, *fracs, mean_cost(exit_branch, costs)]
 
 
 def sweep(
@@ -97,7 +97,7 @@ def sweep(
         margins: CPM margins, distinct, each in [0, 1].
         calibration: ``full`` or ``cascade`` (SPEC section 7).
         stage_costs: (L+1,) MACs of a sample by exit position; the last is the
-            cost of reaching the end (``flops.cascade_cost``).
+            cost of reaching the end (``cascade.cascade_cost``).
         total_macs: the whole backbone's MACs, the denominator of FR.
 
     Returns:
@@ -281,9 +281,6 @@ def run_sweep_margins(
         for name, split in splits.items():
             split["confs"].append(arrays[f"{name}_conf"])
             split["preds"].append(arrays[f"{name}_pred"])
-
-    # Imported here: flops pulls in torch, which the pure sweep above never needs.
-    from calex_steps.flops import cascade_cost
 
     stage_cum = [int(info["stage_macs"][a]) for a in info["attach_points"]]
     total = int(info["stage_macs"]["total"])

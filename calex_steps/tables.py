@@ -22,6 +22,34 @@ def _merge_duplicates(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndar
     return ux, uy
 
 
+def interpolate_curve(x, y, targets, tolerance: float = 0.08) -> np.ndarray:
+    """A piecewise-linear curve through (x, y) read at ``targets``.
+
+    Points in any order; points sharing an x are merged at their mean y. Past
+    either end the curve continues along its end segment, by at most
+    ``tolerance``; a target further out is NaN, and so is every target of a
+    curve without points. Returns float64 with the shape of ``targets``.
+    """
+    t = np.asarray(targets, dtype=np.float64)
+    flat = t.ravel()
+    x, y = np.asarray(x, np.float64).ravel(), np.asarray(y, np.float64).ravel()
+    if x.size == 0:
+        return np.full(t.shape, np.nan)
+    x, y = _merge_duplicates(x, y)
+    if x.size == 1:
+        out = np.full(flat.shape, y[0])
+    else:
+        out = np.interp(flat, x, y)
+        above, below = flat > x[-1], flat < x[0]
+        slope_hi = (y[-1] - y[-2]) / (x[-1] - x[-2])
+        slope_lo = (y[1] - y[0]) / (x[1] - x[0])
+        out[above] = y[-1] + (flat[above] - x[-1]) * slope_hi
+        out[below] = y[0] + (flat[below] - x[0]) * slope_lo
+    outside = (flat < x[0] - tolerance - _RANGE_EPS) | (flat > x[-1] + tolerance + _RANGE_EPS)
+    out[outside] = np.nan
+    return out.reshape(t.shape)
+
+
 def interpolate_at_fr(fr, acc, backbone_acc: float, targets, tolerance: float = 0.08) -> np.ndarray:
     """Accuracy of one seed's Pareto curve at target FLOPs reductions.
 
@@ -51,22 +79,7 @@ def interpolate_at_fr(fr, acc, backbone_acc: float, targets, tolerance: float = 
         raise CalexError(f"got {fr.size} FR values but {acc.size} accuracies; pass one per margin")
     if not (np.all(np.isfinite(fr)) and np.all(np.isfinite(acc)) and np.isfinite(backbone_acc)):
         raise CalexError("FR, accuracy and backbone accuracy must be finite numbers")
-    t = np.asarray(targets, dtype=np.float64)
-    flat = t.ravel()
-
-    x, y = _merge_duplicates(np.r_[0.0, fr], np.r_[backbone_acc, acc])
-    if x.size == 1:
-        out = np.full(flat.shape, y[0])
-    else:
-        out = np.interp(flat, x, y)
-        above, below = flat > x[-1], flat < x[0]
-        slope_hi = (y[-1] - y[-2]) / (x[-1] - x[-2])
-        slope_lo = (y[1] - y[0]) / (x[1] - x[0])
-        out[above] = y[-1] + (flat[above] - x[-1]) * slope_hi
-        out[below] = y[0] + (flat[below] - x[0]) * slope_lo
-    outside = (flat < x[0] - tolerance - _RANGE_EPS) | (flat > x[-1] + tolerance + _RANGE_EPS)
-    out[outside] = np.nan
-    return out.reshape(t.shape)
+    return interpolate_curve(np.r_[0.0, fr], np.r_[backbone_acc, acc], targets, tolerance)
 
 
 # ---- loss-at-fixed-FR tables -------------------------------------------------

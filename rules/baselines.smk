@@ -27,8 +27,8 @@ for _count in BRANCH_COUNTS:
                 "train_joint",
             ),
         output:
-            heads=run_files("branch{}.pt", _count),
-            outputs=run_files("branch{}.npz", _count),
+            heads=per_branch(RUN_PATTERN, "branch", _count, ext="pt"),
+            outputs=per_branch(RUN_PATTERN, "branch", _count),
         log:
             "logs/train_joint/{dataset}/{backbone}/{recipe}/seed{seed}.log",
         benchmark:
@@ -57,10 +57,10 @@ for _count in BRANCH_COUNTS:
             f"ztw_ensemble{_suffix}"
         input:
             features=f"{RESULTS}/{{dataset}}/{{backbone}}/features.h5",
-            branches=run_files("branch{}.npz", _count),
+            branches=per_branch(RUN_PATTERN, "branch", _count),
             code=code("train_branch", "ztw_ensemble"),
         output:
-            run_files("ztw_ensemble{}.npz", _count),
+            per_branch(RUN_PATTERN, "ztw_ensemble", _count),
         log:
             "logs/ztw_ensemble/{dataset}/{backbone}/{recipe}/seed{seed}.log",
         benchmark:

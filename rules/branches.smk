@@ -15,8 +15,8 @@ rule train_branch:
             "train_branch",
         ),
     output:
-        head=f"{RESULTS}/{{dataset}}/{{backbone}}/{{recipe}}/seed{{seed}}/branch{{branch}}.pt",
-        outputs=f"{RESULTS}/{{dataset}}/{{backbone}}/{{recipe}}/seed{{seed}}/branch{{branch}}.npz",
+        head=f"{RUN_PATTERN}/branch{{branch}}.pt",
+        outputs=f"{RUN_PATTERN}/branch{{branch}}.npz",
     log:
         "logs/train_branch/{dataset}/{backbone}/{recipe}/seed{seed}/branch{branch}.log",
     benchmark:

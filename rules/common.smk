@@ -107,68 +107,80 @@ def train_settings(recipe):
     return settings
 
 
+def run_path(dataset, backbone, recipe, seed):
+    """The folder of one run: every branch, sweep and cascade file of it."""
+    return f"{RESULTS}/{dataset}/{backbone}/{recipe}/seed{seed}"
+
+
+RUN_PATTERN = run_path("{dataset}", "{backbone}", "{recipe}", "{seed}")
+
+
 def run_dir(w):
-    return f"{RESULTS}/{w.dataset}/{w.backbone}/{w.recipe}/seed{w.seed}"
+    return run_path(w.dataset, w.backbone, w.recipe, w.seed)
+
+
+def per_branch(folder, stem, count, ext="npz"):
+    """``folder/{stem}1.{ext}`` .. ``folder/{stem}{count}.{ext}``."""
+    return [f"{folder}/{stem}{k}.{ext}" for k in range(1, count + 1)]
+
+
+def signal_stem(recipe):
+    """Which per-branch files hold a recipe's exit signal: ZTW's ensemble, else the branches."""
+    signal = CFG["recipes"][recipe]["exit_signal"]
+    return "ztw_ensemble" if signal == "ztw_ensemble" else "branch"
 
 
 def previous_branches(wildcards):
     """Branch l waits for branches 1..l-1 only when its recipe reads their outputs."""
-    settings = resolve_recipe(CFG, wildcards.recipe)
-    if settings["weighting"] != "survivor" and not settings["cascade_input"]:
+    recipe = CFG["recipes"][wildcards.recipe]
+    if recipe["weighting"] != "survivor" and not recipe["cascade_input"]:
         return []
-    return [
-        f"{run_dir(wildcards)}/branch{k}.npz" for k in range(1, int(wildcards.branch))
-    ]
+    return per_branch(run_dir(wildcards), "branch", int(wildcards.branch) - 1)
 
 
 def branch_outputs(wildcards):
-    return [
-        f"{run_dir(wildcards)}/branch{k}.npz"
-        for k in range(1, num_branches(wildcards.backbone) + 1)
-    ]
+    return per_branch(run_dir(wildcards), "branch", num_branches(wildcards.backbone))
+
+
+def alternation(names):
+    """A regex matching exactly these names (and nothing when there are none)."""
+    names = list(names)
+    return "|".join(names) if names else "(?!)"
 
 
 def backbones_with_checkpoint(given):
-    """Regex alternation of the backbones that bring (or do not bring) their own weights."""
-    names = [b for b, s in CFG["backbones"].items() if bool(s["checkpoint"]) == given]
-    return "|".join(names) if names else "(?!)"
+    """The backbones that bring (or do not bring) their own weights."""
+    return alternation(
+        b for b, s in CFG["backbones"].items() if bool(s["checkpoint"]) == given
+    )
 
 
 def recipes_with(schedule):
-    """Regex alternation of the recipes trained one way, for wildcard constraints."""
-    names = [r for r in CFG["recipes"] if CFG["recipes"][r]["schedule"] == schedule]
-    return "|".join(names) if names else "(?!)"
+    """The recipes trained one way (sequential or joint)."""
+    return alternation(
+        r for r, s in CFG["recipes"].items() if s["schedule"] == schedule
+    )
 
 
 # ---- baselines (rules/baselines.smk) ----------------------------------------
 
 
 def backbones_with_branches(count):
-    """Regex alternation of the backbones with ``count`` attach points."""
-    names = [b for b in CFG["backbones"] if num_branches(b) == count]
-    return "|".join(names) if names else "(?!)"
+    """The backbones with ``count`` attach points."""
+    return alternation(b for b in CFG["backbones"] if num_branches(b) == count)
 
 
 def recipes_with_signal(signal):
-    """Regex alternation of the recipes whose exit signal is ``signal``."""
-    names = [r for r, s in CFG["recipes"].items() if s["exit_signal"] == signal]
-    return "|".join(names) if names else "(?!)"
-
-
-def run_files(pattern, count):
-    """``count`` files of one run folder, e.g. run_files("branch{}.npz", 3)."""
-    folder = f"{RESULTS}/{{dataset}}/{{backbone}}/{{recipe}}/seed{{seed}}"
-    return [f"{folder}/{pattern.format(k)}" for k in range(1, count + 1)]
+    """The recipes whose exit signal is ``signal``."""
+    return alternation(
+        r for r, s in CFG["recipes"].items() if s["exit_signal"] == signal
+    )
 
 
 def exit_signal_files(wildcards):
     """What the sweep thresholds: ZTW's ensemble files, else the branch files."""
-    if CFG["recipes"][wildcards.recipe]["exit_signal"] == "ztw_ensemble":
-        count = num_branches(wildcards.backbone)
-        return [
-            f"{run_dir(wildcards)}/ztw_ensemble{k}.npz" for k in range(1, count + 1)
-        ]
-    return branch_outputs(wildcards)
+    count = num_branches(wildcards.backbone)
+    return per_branch(run_dir(wildcards), signal_stem(wildcards.recipe), count)
 
 
 def cached_floats(backbone):
@@ -198,7 +210,7 @@ def deployable_recipes():
 
 def latency_runs(wildcards):
     return [
-        f"{RESULTS}/{wildcards.dataset}/{wildcards.backbone}/{r}/seed{s}"
+        run_path(wildcards.dataset, wildcards.backbone, r, s)
         for r in deployable_recipes()
         for s in STUDY["seeds"]
     ]
@@ -209,7 +221,7 @@ def latency_inputs(wildcards):
     count = num_branches(wildcards.backbone)
     files = []
     for run in latency_runs(wildcards):
-        files += [f"{run}/branch{k}.pt" for k in range(1, count + 1)]
+        files += per_branch(run, "branch", count, ext="pt")
         files += [f"{run}/thresholds.npz", f"{run}/sweep.csv"]
     return files
 
@@ -237,36 +249,36 @@ def study_runs(name):
 
 
 def exit_signals():
-    """Which files hold each recipe's exit signal: branch outputs or the ZTW ensemble's."""
-    return {r: resolve_recipe(CFG, r)["exit_signal"] for r in STUDY["recipes"]}
+    """Each study recipe's exit signal (the figures read the matching files)."""
+    return {r: CFG["recipes"][r]["exit_signal"] for r in STUDY["recipes"]}
 
 
 def signal_files(wildcards):
     """The per-branch exit-signal files of every run of a (dataset, backbone)."""
+    count = num_branches(wildcards.backbone)
     files = []
-    for recipe, signal in exit_signals().items():
-        stem = "ztw_ensemble" if signal == "ztw_ensemble" else "branch"
-        files += expand(
-            f"{RESULTS}/{wildcards.dataset}/{wildcards.backbone}/{recipe}/seed{{seed}}/{stem}{{k}}.npz",
-            seed=STUDY["seeds"],
-            k=range(1, num_branches(wildcards.backbone) + 1),
-        )
+    for recipe in STUDY["recipes"]:
+        for seed in STUDY["seeds"]:
+            run = run_path(wildcards.dataset, wildcards.backbone, recipe, seed)
+            files += per_branch(run, signal_stem(recipe), count)
     return files
 
 
+def exemplar_recipe():
+    """The recipe the exemplar grid shows: calexnet, else the study's first."""
+    return "calexnet" if "calexnet" in STUDY["recipes"] else STUDY["recipes"][0]
+
+
 def exemplar_run(wildcards):
-    """The run whose exits the exemplar grid shows: calexnet (else the first recipe), first seed."""
-    recipe = "calexnet" if "calexnet" in STUDY["recipes"] else STUDY["recipes"][0]
-    return f"{RESULTS}/{wildcards.dataset}/{wildcards.backbone}/{recipe}/seed{STUDY['seeds'][0]}"
+    """The run whose exits the exemplar grid shows (its recipe, the first seed)."""
+    seed = STUDY["seeds"][0]
+    return run_path(wildcards.dataset, wildcards.backbone, exemplar_recipe(), seed)
 
 
 def exemplar_signals(wildcards):
     """The exit-signal files of the exemplar run only."""
-    run = exemplar_run(wildcards)
-    recipe = Path(run).parent.name
-    stem = "ztw_ensemble" if exit_signals()[recipe] == "ztw_ensemble" else "branch"
     count = num_branches(wildcards.backbone)
-    return [f"{run}/{stem}{k}.npz" for k in range(1, count + 1)]
+    return per_branch(exemplar_run(wildcards), signal_stem(exemplar_recipe()), count)
 
 
 def figure_settings():
@@ -303,13 +315,13 @@ def all_targets():
     """Sweeps of every run, exported cascades, latency tables (and the report outputs)."""
     study = dict(dataset=STUDY["datasets"], backbone=STUDY["backbones"])
     targets = expand(
-        f"{RESULTS}/{{dataset}}/{{backbone}}/{{recipe}}/seed{{seed}}/sweep.csv",
+        f"{RUN_PATTERN}/sweep.csv",
         recipe=STUDY["recipes"],
         seed=STUDY["seeds"],
         **study,
     )
     targets += expand(
-        f"{RESULTS}/{{dataset}}/{{backbone}}/{{recipe}}/seed{{seed}}/cascade_m{{margin}}.pt",
+        f"{RUN_PATTERN}/cascade_m{{margin}}.pt",
         recipe=deployable_recipes(),
         seed=STUDY["seeds"],
         margin=CFG["deploy"]["margin"],

@@ -9,14 +9,11 @@ rule export_cascade:
         probe=probe_input,
         features=f"{RESULTS}/{{dataset}}/{{backbone}}/features.h5",
         prepared=f"{RESULTS}/{{dataset}}/prepared.h5",
-        heads=lambda w: [
-            f"{run_dir(w)}/branch{k}.pt"
-            for k in range(1, num_branches(w.backbone) + 1)
-        ],
-        thresholds=f"{RESULTS}/{{dataset}}/{{backbone}}/{{recipe}}/seed{{seed}}/thresholds.npz",
+        heads=lambda w: per_branch(run_dir(w), "branch", num_branches(w.backbone), "pt"),
+        thresholds=f"{RUN_PATTERN}/thresholds.npz",
         code=code("backbones", "heads", "cascade_model", "export_cascade"),
     output:
-        f"{RESULTS}/{{dataset}}/{{backbone}}/{{recipe}}/seed{{seed}}/cascade_m{{margin}}.pt",
+        f"{RUN_PATTERN}/cascade_m{{margin}}.pt",
     log:
         "logs/export_cascade/{dataset}/{backbone}/{recipe}/seed{seed}/m{margin}.log",
     benchmark:

@@ -5,12 +5,12 @@ rule sweep_margins:
     input:
         features=f"{RESULTS}/{{dataset}}/{{backbone}}/features.h5",
         branches=exit_signal_files,
-        code=code("calibration", "cascade", "flops", "sweep_margins"),
+        code=code("calibration", "cascade", "sweep_margins"),
     output:
-        table=f"{RESULTS}/{{dataset}}/{{backbone}}/{{recipe}}/seed{{seed}}/sweep.csv",
-        thresholds=f"{RESULTS}/{{dataset}}/{{backbone}}/{{recipe}}/seed{{seed}}/thresholds.npz",
-        exits=f"{RESULTS}/{{dataset}}/{{backbone}}/{{recipe}}/seed{{seed}}/exits.npz",
-        per_class=f"{RESULTS}/{{dataset}}/{{backbone}}/{{recipe}}/seed{{seed}}/per_class_exits.csv",
+        table=f"{RUN_PATTERN}/sweep.csv",
+        thresholds=f"{RUN_PATTERN}/thresholds.npz",
+        exits=f"{RUN_PATTERN}/exits.npz",
+        per_class=f"{RUN_PATTERN}/per_class_exits.csv",
     log:
         "logs/sweep_margins/{dataset}/{backbone}/{recipe}/seed{seed}.log",
     benchmark:

@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from calex_steps.flops import cascade_cost, count_macs, flops_reduction, stage_macs
+from calex_steps.cascade import cascade_cost, flops_reduction
+from calex_steps.flops import count_macs, stage_macs
 from calex_steps.io import CalexError
 
 

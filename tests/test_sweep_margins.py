@@ -191,7 +191,7 @@ def test_entry_point_end_to_end_and_byte_identical(tmp_path):
         "exit_frac_backbone,mean_macs"
     )
     assert text[1].startswith("0.010000,") and len(text) == 9
-    # Exit costs by the flops.cascade_cost contract: stage MACs + heads so far.
+    # Exit costs by the cascade.cascade_cost contract: stage MACs + heads so far.
     costs = [107, 212, 315, 415]
     want, _, _ = sweep(splits["val"], splits["test"], MARGINS, "cascade", costs, 400)
     got = pd.read_csv(table_a)
