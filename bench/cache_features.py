@@ -18,9 +18,11 @@ from pathlib import Path
 import h5py
 import torch
 
-from calex_steps.backbones import build_backbone, preprocess
-from calex_steps.cache_features import run_cache_features
-from calex_steps.datasets import make_synthetic, write_prepared
+from calex_steps.data.prepared import write_prepared
+from calex_steps.data.synthetic import make_synthetic
+from calex_steps.models.backbones import build_backbone
+from calex_steps.models.inference import preprocess
+from calex_steps.stages.cache_features import run_cache_features
 
 NORM = {"mean": [0.5] * 3, "std": [0.25] * 3}
 

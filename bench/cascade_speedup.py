@@ -19,8 +19,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from calex_steps.cascade_model import build_cascade, run_paths
-from calex_steps.measure_latency import batch_views, load_test_images
+from calex_steps.cascade.build import build_cascade, run_paths
+from calex_steps.cascade.latency import batch_views
+from calex_steps.models.inference import load_split
 
 
 def time_round(fn, batches: list[torch.Tensor]) -> float:
@@ -55,7 +56,7 @@ def main() -> None:
     prepared = a.prepared or run_paths(a.run_dir)["backbone"].parent.parent / "prepared.h5"
     device = torch.device(a.device)
     model = build_cascade(a.run_dir, float(row["margin"]), device=device)
-    images = load_test_images(prepared, device)
+    images = load_split(prepared, "test", "labels")[0].to(device)
     batches = batch_views(images, a.batch_size, a.calls)
     if a.channels_last:
         model = model.to(memory_format=torch.channels_last)

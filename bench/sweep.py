@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from calex_steps.sweep_margins import sweep
+from calex_steps.cascade.sweep import sweep
 
 MARGINS = [0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.6, 0.8]
 # ResNet18 cumulative MACs after layer1..3 and in all (SPEC section 9) plus small heads.

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from calex_steps.datasets import make_synthetic
+from calex_steps.data.synthetic import make_synthetic
 
 
 class _Block(nn.Module):

@@ -12,37 +12,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from calex_steps.io import CalexError, run_main
+from calex_steps.cascade.artifact import load_artifact
+from calex_steps.cli import run_main
+from calex_steps.errors import CalexError
 
 DEFAULT_SIZE = 32
-
-
-def load_artifact(path: str | Path) -> torch.jit.ScriptModule:
-    """An exported cascade in eval mode; a clear error when the file is missing or not one."""
-    if not Path(path).is_file():
-        raise CalexError(
-            f"model file {path} does not exist; pass the artifact export_cascade wrote"
-        )
-    try:
-        with warnings.catch_warnings():  # torch.jit is deprecated in torch 2.x; docs/deploy.md
-            warnings.simplefilter("ignore", FutureWarning)
-            model = torch.jit.load(str(path), map_location="cpu")
-    except Exception as exc:  # TorchScript raises several error types for a bad archive
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CalexError(
-            f"{path} is not a TorchScript cascade ({first[:120]}); rerun export_cascade"
-        ) from exc
-    if not hasattr(model, "class_names") or not hasattr(model, "meta_json"):
-        raise CalexError(
-            f"{path} is a TorchScript file but not a calex cascade; rerun export_cascade"
-        )
-    return model.eval()
 
 
 def read_image(path: str | Path, size: int) -> np.ndarray:

@@ -4,10 +4,10 @@
 
 rule pretrain_backbone:
     input:
-        data=f"{RESULTS}/{{dataset}}/prepared.h5",
-        code=code("backbones", "training_utils", "pretrain_backbone"),
+        data=PREPARED,
+        code=code("pretrain_backbone"),
     output:
-        f"{RESULTS}/{{dataset}}/{{backbone}}/backbone.pt",
+        BACKBONE,
     log:
         "logs/pretrain_backbone/{dataset}/{backbone}.log",
     benchmark:
@@ -20,24 +20,24 @@ rule pretrain_backbone:
     resources:
         gpu=gpu,
         mem_mb=8000,
-        runtime=pretrain_runtime,
+        runtime=lambda w: estimate.pretrain_runtime(CFG, w.dataset, w.backbone),
     params:
         backbone=lambda w: as_json(backbone_model_cfg(w)),
         settings=as_json(CFG["pretrain"]),
         device=CFG["device"],
     shell:
-        "python -m calex_steps.pretrain_backbone --data {input.data}"
+        "python -m calex_steps.stages.pretrain_backbone --data {input.data}"
         " --backbone {params.backbone:q} --settings {params.settings:q}"
         " --device {params.device} --threads {threads} --out {output} > {log} 2>&1"
 
 
 rule import_backbone:
     input:
-        data=f"{RESULTS}/{{dataset}}/prepared.h5",
+        data=PREPARED,
         checkpoint=lambda w: backbone_cfg(w)["checkpoint"],
-        code=code("backbones", "pretrain_backbone", "import_backbone"),
+        code=code("import_backbone"),
     output:
-        f"{RESULTS}/{{dataset}}/{{backbone}}/backbone.pt",
+        BACKBONE,
     log:
         "logs/import_backbone/{dataset}/{backbone}.log",
     benchmark:
@@ -55,18 +55,18 @@ rule import_backbone:
         backbone=lambda w: as_json(backbone_model_cfg(w)),
         device=CFG["device"],
     shell:
-        "python -m calex_steps.import_backbone --data {input.data}"
+        "python -m calex_steps.stages.import_backbone --data {input.data}"
         " --backbone {params.backbone:q} --checkpoint {input.checkpoint}"
         " --device {params.device} --threads {threads} --out {output} > {log} 2>&1"
 
 
 rule probe_coarse:
     input:
-        data=f"{RESULTS}/{{dataset}}/prepared.h5",
-        backbone=f"{RESULTS}/{{dataset}}/{{backbone}}/backbone.pt",
-        code=code("backbones", "frozen", "training_utils", "probe_coarse"),
+        data=PREPARED,
+        backbone=BACKBONE,
+        code=code("probe_coarse"),
     output:
-        f"{RESULTS}/{{dataset}}/{{backbone}}/probe.pt",
+        f"{BACKBONE_DIR}/probe.pt",
     log:
         "logs/probe_coarse/{dataset}/{backbone}.log",
     benchmark:
@@ -82,19 +82,19 @@ rule probe_coarse:
         settings=as_json(CFG["probe"]),
         device=CFG["device"],
     shell:
-        "python -m calex_steps.probe_coarse --data {input.data}"
+        "python -m calex_steps.stages.probe_coarse --data {input.data}"
         " --backbone {input.backbone} --settings {params.settings:q}"
         " --device {params.device} --threads {threads} --out {output} > {log} 2>&1"
 
 
 rule cache_features:
     input:
-        data=f"{RESULTS}/{{dataset}}/prepared.h5",
-        backbone=f"{RESULTS}/{{dataset}}/{{backbone}}/backbone.pt",
+        data=PREPARED,
+        backbone=BACKBONE,
         probe=probe_input,
-        code=code("backbones", "frozen", "features", "flops", "cache_features"),
+        code=code("cache_features"),
     output:
-        f"{RESULTS}/{{dataset}}/{{backbone}}/features.h5",
+        FEATURES,
     log:
         "logs/cache_features/{dataset}/{backbone}.log",
     benchmark:
@@ -111,7 +111,7 @@ rule cache_features:
         settings=as_json(CFG["cache"]),
         device=CFG["device"],
     shell:
-        "python -m calex_steps.cache_features --data {input.data}"
+        "python -m calex_steps.stages.cache_features --data {input.data}"
         " --backbone {input.backbone} --probe {input.probe} --attach {params.attach:q}"
         " --settings {params.settings:q} --device {params.device} --threads {threads}"
         " --out {output} > {log} 2>&1"

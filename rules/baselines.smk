@@ -17,15 +17,8 @@ for _count in BRANCH_COUNTS:
         name:
             f"train_joint{_suffix}"
         input:
-            features=f"{RESULTS}/{{dataset}}/{{backbone}}/features.h5",
-            code=code(
-                "features",
-                "heads",
-                "losses",
-                "joint_losses",
-                "train_branch",
-                "train_joint",
-            ),
+            features=FEATURES,
+            code=code("train_joint"),
         output:
             heads=per_branch(RUN_PATTERN, "branch", _count, ext="pt"),
             outputs=per_branch(RUN_PATTERN, "branch", _count),
@@ -34,20 +27,20 @@ for _count in BRANCH_COUNTS:
         benchmark:
             "benchmarks/train_joint/{dataset}/{backbone}/{recipe}/seed{seed}.tsv"
         wildcard_constraints:
-            recipe=recipes_with("joint"),
+            recipe=recipes_with("schedule", "joint"),
             backbone=backbones_with_branches(_count),
         conda:
             "../envs/calex.yaml"
         threads: 1
         resources:
             gpu=gpu,
-            mem_mb=joint_mem_mb,
+            mem_mb=lambda w: estimate.joint_mem_mb(CFG, w.dataset, w.backbone),
             runtime=240,
         params:
             settings=lambda w: as_json(train_settings(w.recipe)),
             device=CFG["device"],
         shell:
-            "python -m calex_steps.train_joint --features {input.features}"
+            "python -m calex_steps.stages.train_joint --features {input.features}"
             " --recipe {wildcards.recipe} --settings {params.settings:q}"
             " --seed {wildcards.seed} --device {params.device} --threads {threads}"
             " --out-heads {output.heads} --out-outputs {output.outputs} > {log} 2>&1"
@@ -56,9 +49,9 @@ for _count in BRANCH_COUNTS:
         name:
             f"ztw_ensemble{_suffix}"
         input:
-            features=f"{RESULTS}/{{dataset}}/{{backbone}}/features.h5",
+            features=FEATURES,
             branches=per_branch(RUN_PATTERN, "branch", _count),
-            code=code("train_branch", "ztw_ensemble"),
+            code=code("ztw_ensemble"),
         output:
             per_branch(RUN_PATTERN, "ztw_ensemble", _count),
         log:
@@ -66,7 +59,7 @@ for _count in BRANCH_COUNTS:
         benchmark:
             "benchmarks/ztw_ensemble/{dataset}/{backbone}/{recipe}/seed{seed}.tsv"
         wildcard_constraints:
-            recipe=recipes_with_signal("ztw_ensemble"),
+            recipe=recipes_with("exit_signal", "ztw_ensemble"),
             backbone=backbones_with_branches(_count),
         conda:
             "../envs/calex.yaml"
@@ -75,6 +68,6 @@ for _count in BRANCH_COUNTS:
             mem_mb=2000,
             runtime=15,
         shell:
-            "python -m calex_steps.ztw_ensemble --features {input.features}"
+            "python -m calex_steps.stages.ztw_ensemble --features {input.features}"
             " --branches {input.branches} --recipe {wildcards.recipe}"
             " --seed {wildcards.seed} --out {output} > {log} 2>&1"

@@ -3,17 +3,10 @@
 
 rule train_branch:
     input:
-        features=f"{RESULTS}/{{dataset}}/{{backbone}}/features.h5",
-        backbone=f"{RESULTS}/{{dataset}}/{{backbone}}/backbone.pt",
+        features=FEATURES,
+        backbone=BACKBONE,
         prev=previous_branches,
-        code=code(
-            "features",
-            "heads",
-            "losses",
-            "weighting",
-            "training_utils",
-            "train_branch",
-        ),
+        code=code("train_branch"),
     output:
         head=f"{RUN_PATTERN}/branch{{branch}}.pt",
         outputs=f"{RUN_PATTERN}/branch{{branch}}.npz",
@@ -22,19 +15,21 @@ rule train_branch:
     benchmark:
         "benchmarks/train_branch/{dataset}/{backbone}/{recipe}/seed{seed}/branch{branch}.tsv"
     wildcard_constraints:
-        recipe=recipes_with("sequential"),
+        recipe=recipes_with("schedule", "sequential"),
     conda:
         "../envs/calex.yaml"
     threads: 1
     resources:
         gpu=gpu,
-        mem_mb=feature_mem_mb,
+        mem_mb=lambda w: estimate.feature_mem_mb(
+            CFG, w.dataset, w.backbone, int(w.branch)
+        ),
         runtime=120,
     params:
         settings=lambda w: as_json(train_settings(w.recipe)),
         device=CFG["device"],
     shell:
-        "python -m calex_steps.train_branch --features {input.features}"
+        "python -m calex_steps.stages.train_branch --features {input.features}"
         " --branch {wildcards.branch} --prev {input.prev} --backbone {input.backbone}"
         " --recipe {wildcards.recipe}"
         " --settings {params.settings:q} --seed {wildcards.seed}"

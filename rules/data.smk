@@ -3,9 +3,9 @@
 
 rule prepare_dataset:
     input:
-        code=code("datasets", "prepare_dataset"),
+        code=code("prepare_dataset"),
     output:
-        f"{RESULTS}/{{dataset}}/prepared.h5",
+        PREPARED,
     log:
         "logs/prepare_dataset/{dataset}.log",
     benchmark:
@@ -14,10 +14,10 @@ rule prepare_dataset:
         "../envs/calex.yaml"
     threads: 1
     resources:
-        mem_mb=lambda w: 2000 + train_size(w.dataset) * 3072 * 4 // 2**20,
+        mem_mb=lambda w: estimate.prepare_mem_mb(CFG, w.dataset),
         runtime=30,
     params:
         settings=lambda w: as_json(dataset_cfg(w)),
     shell:
-        "python -m calex_steps.prepare_dataset --dataset {wildcards.dataset}"
+        "python -m calex_steps.stages.prepare_dataset --dataset {wildcards.dataset}"
         " --settings {params.settings:q} --out {output} > {log} 2>&1"

@@ -5,13 +5,13 @@
 
 rule export_cascade:
     input:
-        backbone=f"{RESULTS}/{{dataset}}/{{backbone}}/backbone.pt",
+        backbone=BACKBONE,
         probe=probe_input,
-        features=f"{RESULTS}/{{dataset}}/{{backbone}}/features.h5",
-        prepared=f"{RESULTS}/{{dataset}}/prepared.h5",
+        features=FEATURES,
+        prepared=PREPARED,
         heads=lambda w: per_branch(run_dir(w), "branch", num_branches(w.backbone), "pt"),
         thresholds=f"{RUN_PATTERN}/thresholds.npz",
-        code=code("backbones", "heads", "cascade_model", "export_cascade"),
+        code=code("export_cascade"),
     output:
         f"{RUN_PATTERN}/cascade_m{{margin}}.pt",
     log:
@@ -30,7 +30,7 @@ rule export_cascade:
         run=run_dir,
         probe=lambda w, input: f"--probe {input.probe}" if input.probe else "",
     shell:
-        "python -m calex_steps.export_cascade --run-dir {params.run}"
+        "python -m calex_steps.stages.export_cascade --run-dir {params.run}"
         " --backbone {input.backbone} {params.probe} --features {input.features}"
         " --margin {wildcards.margin} --class-names-from {input.prepared}"
         " --out {output} > {log} 2>&1"
@@ -38,16 +38,16 @@ rule export_cascade:
 
 rule measure_latency:
     input:
-        prepared=f"{RESULTS}/{{dataset}}/prepared.h5",
-        backbone=f"{RESULTS}/{{dataset}}/{{backbone}}/backbone.pt",
+        prepared=PREPARED,
+        backbone=BACKBONE,
         probe=probe_input,
-        features=f"{RESULTS}/{{dataset}}/{{backbone}}/features.h5",
+        features=FEATURES,
         runs=latency_inputs,
-        code=code("backbones", "heads", "cascade_model", "measure_latency"),
+        code=code("measure_latency"),
     output:
-        table=f"{RESULTS}/{{dataset}}/{{backbone}}/latency/latency.csv",
-        at_fr=f"{RESULTS}/{{dataset}}/{{backbone}}/latency/latency_at_fr.csv",
-        crossover=f"{RESULTS}/{{dataset}}/{{backbone}}/latency/crossover.csv",
+        table=f"{BACKBONE_DIR}/latency/latency.csv",
+        at_fr=f"{BACKBONE_DIR}/latency/latency_at_fr.csv",
+        crossover=f"{BACKBONE_DIR}/latency/crossover.csv",
     log:
         "logs/measure_latency/{dataset}/{backbone}.log",
     benchmark:
@@ -67,8 +67,8 @@ rule measure_latency:
         timed=CFG["latency"]["timed"],
         device=CFG["device"],
     shell:
-        "python -m calex_steps.measure_latency --prepared {input.prepared} --runs {params.runs}"
-        " --margins {params.margins} --batch-sizes {params.batch_sizes}"
+        "python -m calex_steps.stages.measure_latency --prepared {input.prepared}"
+        " --runs {params.runs} --margins {params.margins} --batch-sizes {params.batch_sizes}"
         " --warmup {params.warmup} --timed {params.timed} --device {params.device}"
         " --threads {threads} --out-table {output.table} --out-at-fr {output.at_fr}"
         " --out-crossover {output.crossover} > {log} 2>&1"

@@ -3,9 +3,9 @@
 
 rule sweep_margins:
     input:
-        features=f"{RESULTS}/{{dataset}}/{{backbone}}/features.h5",
+        features=FEATURES,
         branches=exit_signal_files,
-        code=code("calibration", "cascade", "sweep_margins"),
+        code=code("sweep_margins"),
     output:
         table=f"{RUN_PATTERN}/sweep.csv",
         thresholds=f"{RUN_PATTERN}/thresholds.npz",
@@ -29,7 +29,7 @@ rule sweep_margins:
             }
         ),
     shell:
-        "python -m calex_steps.sweep_margins --features {input.features}"
+        "python -m calex_steps.stages.sweep_margins --features {input.features}"
         " --branches {input.branches} --settings {params.settings:q}"
         " --out-table {output.table} --out-thresholds {output.thresholds}"
         " --out-exits {output.exits} --out-per-class {output.per_class} > {log} 2>&1"

@@ -103,3 +103,12 @@ def clone_run(src: Path, dest: Path) -> Path:
     """Copy a finished run, keeping file times, so Snakemake sees it as finished."""
     shutil.copytree(src, dest, symlinks=True, copy_function=shutil.copy2)
     return dest
+
+
+@pytest.fixture(scope="session")
+def tiny_cascade_run(tmp_path_factory) -> dict:
+    """A real tiny run made by calling the stage functions (no Snakemake): its run folder,
+    prepared file, test images and backbone folder."""
+    from helpers import make_tiny_cascade_run
+
+    return make_tiny_cascade_run(tmp_path_factory.mktemp("cascade"))

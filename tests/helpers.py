@@ -7,8 +7,14 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import torch
 
-from calex_steps.datasets import make_synthetic
+from calex_steps.data.synthetic import make_synthetic
+from calex_steps.stages.cache_features import run_cache_features
+from calex_steps.stages.pretrain_backbone import run_pretrain_backbone
+from calex_steps.stages.probe_coarse import run_probe_coarse
+from calex_steps.stages.sweep_margins import run_sweep_margins
+from calex_steps.stages.train_branch import run_train_branch
 
 # A narrow ResNet18 and pretraining settings small enough for unit tests.
 TINY_BACKBONE = {
@@ -95,3 +101,52 @@ def write_prepared_arrays(path: Path, splits: dict, class_names: list, val_sourc
             g.create_dataset("fine_labels", data=labels)
             g.create_dataset("index", data=np.arange(len(labels)))
     return path
+
+
+# ---- a real tiny run built by calling the stage functions ------------------------
+
+CASCADE_BACKBONE = {"arch": "resnet18", "width": 0.125,
+            "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}  # fmt: skip
+PRETRAIN = {"epochs": 1, "batch_size": 64, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
+            "crop_padding": 4, "hflip": True, "seed": 0}  # fmt: skip
+PROBE = {
+    "epochs": 2,
+    "batch_size": 64,
+    "lr": 0.05,
+    "momentum": 0.9,
+    "weight_decay": 1e-4,
+    "seed": 0,
+}
+RECIPE = {"head": "augmented", "target": "kd", "kd_temperature": 4.0, "weighting": "survivor",
+          "survivor_mode": "sampling", "prototypes": 16, "cls_epochs": 3, "conf_epochs": 3,
+          "lr": 3e-3, "weight_decay": 0.0, "batch_size": 128}  # fmt: skip
+MARGINS = [0.01, 0.05, 0.1, 0.2, 0.4, 0.8]
+
+
+def make_tiny_cascade_run(top: Path) -> dict:
+    """results/synthetic/r18tiny/calexnet/seed0 of a real tiny pipeline (stage functions)."""
+    torch.set_num_threads(1)
+    root = top / "results" / "synthetic"
+    root.mkdir(parents=True)
+    prepared = write_synthetic_prepared(root / "prepared.h5")
+    with h5py.File(prepared, "a") as f:
+        f.attrs["class_names"] = json.dumps([f"coarse{i}" for i in range(4)])
+    bb_dir = root / "r18tiny"
+    bb_dir.mkdir()
+    run_pretrain_backbone(prepared, CASCADE_BACKBONE, PRETRAIN, "cpu", bb_dir / "backbone.pt")
+    run_probe_coarse(prepared, bb_dir / "backbone.pt", PROBE, "cpu", bb_dir / "probe.pt")
+    run_cache_features(prepared, bb_dir / "backbone.pt", bb_dir / "probe.pt",
+                       ["layer1", "layer2", "layer3"], {"batch_size": 128}, "cpu",
+                       bb_dir / "features.h5")  # fmt: skip
+    run = bb_dir / "calexnet" / "seed0"
+    for b in (1, 2, 3):
+        prev = [run / f"branch{k}.npz" for k in range(1, b)]
+        run_train_branch(bb_dir / "features.h5", b, prev, RECIPE, 0, "cpu",
+                                      run / f"branch{b}.pt", run / f"branch{b}.npz",
+                                      recipe="calexnet")  # fmt: skip
+    run_sweep_margins(bb_dir / "features.h5", [run / f"branch{b}.npz" for b in (1, 2, 3)],
+                      {"margins": MARGINS, "calibration": "cascade"}, run / "sweep.csv",
+                      run / "thresholds.npz", run / "exits.npz", run / "per_class.csv")  # fmt: skip
+    with h5py.File(prepared, "r") as f:
+        images = torch.from_numpy(f["test"]["images"][...])
+    return {"run": run, "prepared": prepared, "images": images, "root": bb_dir}

@@ -10,18 +10,17 @@ import pytest
 import torch
 from torch import nn
 
-from calex_steps.backbones import (
+from calex_steps.errors import CalexError
+from calex_steps.models.backbones import (
     HE_MEAN,
     HE_STD,
     PadShortcut,
     build_backbone,
     classifier_module,
-    load_weights,
-    preprocess,
-    run_with_taps,
     scale_channels,
 )
-from calex_steps.io import CalexError
+from calex_steps.models.checkpoints import load_weights
+from calex_steps.models.inference import preprocess, run_with_taps
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 HE_WEIGHTS = SHARED_DATA / "cifar10_resnet_weights"

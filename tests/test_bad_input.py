@@ -17,13 +17,13 @@ import pytest
 import torch
 from helpers import TINY_BACKBONE, TINY_PRETRAIN, write_synthetic_prepared
 
-from calex_steps import sweep_margins, train_branch
-from calex_steps.cache_features import run_cache_features
-from calex_steps.datasets import check_source
-from calex_steps.io import CalexError
-from calex_steps.prepare_dataset import run_prepare_dataset
-from calex_steps.pretrain_backbone import run_pretrain_backbone
-from calex_steps.probe_coarse import run_probe_coarse
+from calex_steps.data.sources import check_source
+from calex_steps.errors import CalexError
+from calex_steps.stages import sweep_margins, train_branch
+from calex_steps.stages.cache_features import run_cache_features
+from calex_steps.stages.prepare_dataset import run_prepare_dataset
+from calex_steps.stages.pretrain_backbone import run_pretrain_backbone
+from calex_steps.stages.probe_coarse import run_probe_coarse
 
 BACKBONE = TINY_BACKBONE
 PRETRAIN = TINY_PRETRAIN

@@ -10,10 +10,12 @@ import pytest
 import torch
 from helpers import write_synthetic_prepared
 
-from calex_steps.backbones import build_backbone, preprocess, run_with_taps
-from calex_steps.cache_features import run_cache_features, use_gram
-from calex_steps.features import unpack_gram
+from calex_steps.data.feature_cache import use_gram
 from calex_steps.flops import stage_macs
+from calex_steps.models.backbones import build_backbone
+from calex_steps.models.gram import unpack_gram
+from calex_steps.models.inference import preprocess, run_with_taps
+from calex_steps.stages.cache_features import run_cache_features
 
 NORM = {"mean": [0.5] * 3, "std": [0.25] * 3}
 # at width 0.125 layers 1-3 all store the Gram form; layer4 (64×4×4) stores the map

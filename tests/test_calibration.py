@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from calex_steps.calibration import calibrate_cascade, cpm_thresholds, reference_precision
-from calex_steps.io import CalexError
+from calex_steps.errors import CalexError
 
 
 def brute_force_cpm(conf, pred, labels, ref, margin, num_classes):

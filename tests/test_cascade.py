@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from calex_steps.cascade import run_cascade
-from calex_steps.io import CalexError
+from calex_steps.errors import CalexError
 
 THRESHOLDS = [np.array([0.5, 0.9]), np.array([0.6, 0.6]), np.array([0.2, 0.2])]
 

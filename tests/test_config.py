@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from calex_steps.config import reference_markdown, resolve_recipe, validate_config
-from calex_steps.io import CalexError
+from calex_steps.errors import CalexError
+from calex_steps.workflow.config import reference_markdown, resolve_recipe, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -110,4 +110,4 @@ def test_readme_config_reference_is_generated_from_the_schema():
     start, end = "<!-- config-reference:start -->\n", "<!-- config-reference:end -->"
     assert start in readme and end in readme, "README lost its configuration reference markers"
     table = readme.split(start)[1].split(end)[0]
-    assert table == reference_markdown(), "regenerate it: python -m calex_steps.config"
+    assert table == reference_markdown(), "regenerate it: python -m calex_steps.workflow.config"

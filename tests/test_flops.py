@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from calex_steps.cascade import cascade_cost, flops_reduction
+from calex_steps.errors import CalexError
 from calex_steps.flops import count_macs, stage_macs
-from calex_steps.io import CalexError
 
 
 @pytest.fixture(autouse=True)

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from calex_steps.features import pack_gram, unpack_gram
-from calex_steps.heads import PrototypeHead, head_macs
+from calex_steps.models.gram import pack_gram, unpack_gram
+from calex_steps.models.heads import PrototypeHead, head_macs
 
 
 def test_pack_gram_order_and_unpack_roundtrip():

@@ -6,8 +6,8 @@ import pytest
 import torch
 from helpers import SHARED_DATA, cifar10_jpeg_subset, write_prepared_arrays
 
-from calex_steps.backbones import HE_MEAN, HE_STD
-from calex_steps.import_backbone import main, run_import_backbone
+from calex_steps.models.backbones import HE_MEAN, HE_STD
+from calex_steps.stages.import_backbone import main, run_import_backbone
 
 WEIGHTS = SHARED_DATA / "cifar10_resnet_weights"
 pytestmark = [

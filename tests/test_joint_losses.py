@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from calex_steps.joint_losses import (
+from calex_steps.training.joint_losses import (
     boost_chain,
     boost_loss_weights,
     boostnet_loss,

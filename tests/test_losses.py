@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from calex_steps.losses import (
+from calex_steps.training.losses import (
     argmax_ce,
     classification_loss,
     confidence_bce,

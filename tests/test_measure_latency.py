@@ -5,19 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from test_cascade_model import tiny_cascade_run  # noqa: F401  (session fixture)
 
-from calex_steps.measure_latency import (
+from calex_steps.cascade.latency import NOT_MEASURED, call_counts
+from calex_steps.reporting.latency import (
     MISSING,
-    NOT_MEASURED,
-    TABLE_COLUMNS,
-    call_counts,
     crossover_batch_size,
     crossover_table,
     interpolate_metric_at_fr,
     latency_at_fr,
-    run_measure_latency,
 )
+from calex_steps.stages.measure_latency import TABLE_COLUMNS, run_measure_latency
 
 
 def test_table_on_cpu_says_energy_not_measured(tiny_cascade_run, tmp_path):  # noqa: F811

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from calex_steps.io import CalexError
-from calex_steps.metrics import (
+from calex_steps.errors import CalexError
+from calex_steps.reporting.metrics import (
     class_distribution,
     expected_calibration_error,
     gini_coefficient,

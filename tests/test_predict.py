@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
-from test_cascade_model import tiny_cascade_run  # noqa: F401  (session fixture)
 
 from calex_steps import predict
-from calex_steps.export_cascade import run_export_cascade
+from calex_steps.stages.export_cascade import run_export_cascade
 
 
 @pytest.fixture(scope="module")

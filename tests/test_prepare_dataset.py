@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from calex_steps import datasets
-from calex_steps.io import CalexError, sha256_file
-from calex_steps.prepare_dataset import main, run_prepare_dataset
+from calex_steps.data import archives, prepared, sources, synthetic
+from calex_steps.data.files import sha256_file
+from calex_steps.data.splits import stratified_split
+from calex_steps.errors import CalexError
+from calex_steps.stages.prepare_dataset import main, run_prepare_dataset
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -122,7 +124,7 @@ def cifar100_root(tmp_path_factory) -> Path:
 def test_cifar100_reader_pixels_and_archive_labels(cifar100_root):
     test = np.load(SHARED / "cifar100_test20.npz")
     train = np.load(SHARED / "cifar100_train_labels.npz")
-    raw = datasets.read_cifar100_python(cifar100_root)
+    raw = archives.read_cifar100_python(cifar100_root)
     assert raw["test"]["images"].dtype == np.uint8 and raw["test"]["images"].shape == (
         20,
         32,
@@ -151,7 +153,7 @@ def test_cifar100_coarse_labels_come_from_the_archive(cifar100_root, tmp_path):
         with open(root / name, "wb") as f:
             pickle.dump(content, f)
     test = np.load(SHARED / "cifar100_test20.npz")
-    raw = datasets.read_cifar100_python(root)
+    raw = archives.read_cifar100_python(root)
     np.testing.assert_array_equal(
         raw["test"]["labels"], (test["coarse_labels"].astype(int) + 1) % 20
     )
@@ -160,8 +162,8 @@ def test_cifar100_coarse_labels_come_from_the_archive(cifar100_root, tmp_path):
 @pytest.mark.realdata
 def test_cifar100_prepare_val_from_train_and_from_test(cifar100_root):
     base = {"source": "cifar100_coarse", "root": str(cifar100_root), "split_seed": 0}
-    splits, attrs = datasets.prepare({**base, "val_from": "train", "val_size": 200})
-    assert [len(splits[s]["labels"]) for s in datasets.SPLITS] == [800, 200, 20]
+    splits, attrs = sources.prepare({**base, "val_from": "train", "val_size": 200})
+    assert [len(splits[s]["labels"]) for s in prepared.SPLITS] == [800, 200, 20]
     both = np.concatenate([splits["train"]["index"], splits["val"]["index"]])
     np.testing.assert_array_equal(np.sort(both), np.arange(1000))
     fine_to_coarse = np.load(SHARED / "cifar100_train_labels.npz")["fine_to_coarse"]
@@ -171,15 +173,15 @@ def test_cifar100_prepare_val_from_train_and_from_test(cifar100_root):
     assert attrs["num_classes"] == 20 and attrs["num_fine_classes"] == 100
     assert attrs["val_source"] == "train"
 
-    splits, attrs = datasets.prepare({**base, "val_from": "test", "val_size": 8})
-    assert [len(splits[s]["labels"]) for s in datasets.SPLITS] == [1000, 8, 12]
+    splits, attrs = sources.prepare({**base, "val_from": "test", "val_size": 8})
+    assert [len(splits[s]["labels"]) for s in prepared.SPLITS] == [1000, 8, 12]
     assert set(splits["val"]["index"]).isdisjoint(splits["test"]["index"])
     assert attrs["val_source"] == "test"
 
 
 @pytest.mark.realdata
 def test_cifar10_reader_matches_the_jpeg_source(cifar10_root):
-    raw = datasets.read_cifar10_python(cifar10_root)
+    raw = archives.read_cifar10_python(cifar10_root)
     assert raw["train"]["images"].shape == (50000, 32, 32, 3)
     assert raw["test"]["images"].shape == (10000, 32, 32, 3)
     idx = np.array([0, 12345, 49999])
@@ -189,7 +191,7 @@ def test_cifar10_reader_matches_the_jpeg_source(cifar10_root):
     np.testing.assert_array_equal(raw["train"]["fine_labels"], raw["train"]["labels"])
     assert raw["class_names"] == classes and raw["test"]["index"][-1] == 9999
 
-    splits, attrs = datasets.prepare(
+    splits, attrs = sources.prepare(
         {"source": "cifar10", "root": str(cifar10_root), "val_size": 5000, "split_seed": 0}
     )
     assert len(splits["train"]["labels"]) == 45000 and attrs["val_source"] == "train"
@@ -198,7 +200,7 @@ def test_cifar10_reader_matches_the_jpeg_source(cifar10_root):
 
 @pytest.mark.realdata
 def test_cinic_reader_orders_classes_and_files_by_name(cinic_root):
-    raw = datasets.read_cinic10(cinic_root)
+    raw = archives.read_cinic10(cinic_root)
     classes = sorted(p.name for p in (cinic_root / "train").iterdir())
     assert raw["class_names"] == classes
     assert raw["valid"]["images"].shape == (40, 32, 32, 3)
@@ -214,31 +216,31 @@ def test_stratified_split_on_official_cifar100_labels():
     if not SHARED.is_dir():
         pytest.skip(f"needs {SHARED} (../shared/data)")
     fine = np.load(SHARED / "cifar100_train_labels.npz")["fine_labels"]
-    first, second = datasets.stratified_split(fine, 10000, seed=0)
+    first, second = stratified_split(fine, 10000, seed=0)
     assert len(second) == 10000 and len(first) == 40000
     np.testing.assert_array_equal(np.sort(np.concatenate([first, second])), np.arange(50000))
     assert np.all(np.diff(first) > 0) and np.all(np.diff(second) > 0)
     np.testing.assert_array_equal(np.bincount(fine[second]), np.full(100, 100))
-    again = datasets.stratified_split(fine, 10000, seed=0)[1]
+    again = stratified_split(fine, 10000, seed=0)[1]
     np.testing.assert_array_equal(again, second)
-    assert not np.array_equal(datasets.stratified_split(fine, 10000, seed=1)[1], second)
+    assert not np.array_equal(stratified_split(fine, 10000, seed=1)[1], second)
 
 
 def test_stratified_split_uneven_classes_within_one():
     labels = np.repeat([0, 1, 2, 3], [7, 13, 29, 51])
-    _, second = datasets.stratified_split(labels, 33, seed=3)
+    _, second = stratified_split(labels, 33, seed=3)
     exact = np.array([7, 13, 29, 51]) * 33 / 100
     counts = np.bincount(labels[second], minlength=4)
     assert counts.sum() == 33 and np.all(np.abs(counts - exact) < 1)
     with pytest.raises(CalexError, match="val_size"):
-        datasets.stratified_split(labels, 100, seed=0)
+        stratified_split(labels, 100, seed=0)
 
 
 def test_synthetic_is_deterministic_hierarchical_and_graded():
-    a, names, fine_names = datasets.make_synthetic(300, 50, 200, 4, 3, seed=7)
-    b, _, _ = datasets.make_synthetic(300, 50, 200, 4, 3, seed=7)
-    c, _, _ = datasets.make_synthetic(300, 50, 200, 4, 3, seed=8)
-    for split in datasets.SPLITS:
+    a, names, fine_names = synthetic.make_synthetic(300, 50, 200, 4, 3, seed=7)
+    b, _, _ = synthetic.make_synthetic(300, 50, 200, 4, 3, seed=7)
+    c, _, _ = synthetic.make_synthetic(300, 50, 200, 4, 3, seed=8)
+    for split in prepared.SPLITS:
         for key in a[split]:
             assert a[split][key].tobytes() == b[split][key].tobytes()
     assert a["train"]["images"].tobytes() != c["train"]["images"].tobytes()
@@ -263,28 +265,28 @@ def test_synthetic_is_deterministic_hierarchical_and_graded():
 
 def test_check_source_names_the_expected_path(tmp_path):
     root = tmp_path / "data" / "cifar-100-python"
-    msg = datasets.check_source({"source": "cifar100_coarse", "root": str(root)})
+    msg = sources.check_source({"source": "cifar100_coarse", "root": str(root)})
     assert f"{root}/train" in msg and "cifar-100-python.tar.gz" in msg and "\n" not in msg
     assert (
-        datasets.check_source({"source": "cifar100_coarse", "root": str(root), "download": True})
+        sources.check_source({"source": "cifar100_coarse", "root": str(root), "download": True})
         is None
     )
-    msg = datasets.check_source({"source": "cifar10", "root": str(tmp_path / "c10")})
+    msg = sources.check_source({"source": "cifar10", "root": str(tmp_path / "c10")})
     assert f"{tmp_path / 'c10'}/data_batch_1" in msg
-    msg = datasets.check_source({"source": "cinic10", "root": str(tmp_path / "cinic")})
+    msg = sources.check_source({"source": "cinic10", "root": str(tmp_path / "cinic")})
     assert f"{tmp_path / 'cinic'}/train" in msg and "valid/" in msg
-    assert datasets.check_source({"source": "synthetic"}) is None
-    assert "use one of" in datasets.check_source({"source": "imagenet"})
+    assert sources.check_source({"source": "synthetic"}) is None
+    assert "use one of" in sources.check_source({"source": "imagenet"})
 
 
 def test_run_prepare_dataset_writes_a_readable_file(tmp_path):
     out = tmp_path / "results" / "synthetic" / "prepared.h5"
     attrs = run_prepare_dataset("synthetic", SMALL_SYNTH, out)
     assert attrs["num_classes"] == 3
-    test = datasets.read_prepared(out, "test")
+    test = prepared.read_prepared(out, "test")
     assert test["images"].shape == (20, 32, 32, 3) and test["images"].dtype == np.uint8
     assert test["labels"].dtype == np.int64 and test["index"].dtype == np.int64
-    stored = datasets.read_prepared_attrs(out)
+    stored = prepared.read_prepared_attrs(out)
     assert stored["dataset"] == "synthetic" and stored["num_fine_classes"] == 6
     assert stored["class_names"] == ["coarse00", "coarse01", "coarse02"]
     assert stored["settings"] == SMALL_SYNTH and stored["val_source"] == "generated"
@@ -300,8 +302,8 @@ def test_cli_prepares_cinic_folders(cinic_root, tmp_path, capsys):
     out = tmp_path / "prepared.h5"
     settings = f'{{"source": "cinic10", "root": "{cinic_root}"}}'
     assert main(["--dataset", "cinic10", "--settings", settings, "--out", str(out)]) == 0
-    assert datasets.read_prepared_attrs(out)["val_source"] == "valid"
-    assert len(datasets.read_prepared(out, "val")["labels"]) == 40
+    assert prepared.read_prepared_attrs(out)["val_source"] == "valid"
+    assert len(prepared.read_prepared(out, "val")["labels"]) == 40
 
 
 def test_failed_preparation_keeps_the_existing_file(tmp_path, capsys):
@@ -311,10 +313,10 @@ def test_failed_preparation_keeps_the_existing_file(tmp_path, capsys):
     settings = '{"source": "cifar100_coarse", "root": "data/nowhere/cifar-100-python"}'
     assert main(["--dataset", "c100", "--settings", settings, "--out", str(out)]) == 1
     assert "data/nowhere/cifar-100-python/train" in capsys.readouterr().err
-    splits, attrs = datasets.prepare(SMALL_SYNTH)
+    splits, attrs = sources.prepare(SMALL_SYNTH)
     del splits["test"]  # fails half-way through writing
     with pytest.raises(KeyError):
-        datasets.write_prepared(out, splits, {"dataset": "synthetic", **attrs})
+        prepared.write_prepared(out, splits, {"dataset": "synthetic", **attrs})
     assert sha256_file(out) == before
     assert [p.name for p in tmp_path.iterdir()] == ["prepared.h5"]
 
@@ -322,11 +324,11 @@ def test_failed_preparation_keeps_the_existing_file(tmp_path, capsys):
 def test_broken_archive_files_name_the_file(tmp_path):
     root = tmp_path / "cifar-10-batches-py"
     root.mkdir()
-    for name in (*datasets.CIFAR10_BATCHES, "test_batch", "batches.meta"):
+    for name in (*archives.CIFAR10_BATCHES, "test_batch", "batches.meta"):
         with open(root / name, "wb") as f:
             pickle.dump({b"data": np.zeros((2, 3072), np.uint8)}, f)
     with pytest.raises(CalexError, match=r"data_batch_1 lacks the entries \['labels'\]"):
-        datasets.read_cifar10_python(root)
+        archives.read_cifar10_python(root)
     (root / "data_batch_1").write_bytes(b"not a pickle")
     with pytest.raises(CalexError, match="data_batch_1 is not a CIFAR python pickle"):
-        datasets.read_cifar10_python(root)
+        archives.read_cifar10_python(root)

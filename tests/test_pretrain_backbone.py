@@ -6,8 +6,9 @@ import pytest
 import torch
 from helpers import TINY_BACKBONE, TINY_PRETRAIN, write_synthetic_prepared
 
-from calex_steps.pretrain_backbone import run_pretrain_backbone
-from calex_steps.training_utils import random_crop_flip, scratch_path
+from calex_steps.stages.pretrain_backbone import run_pretrain_backbone
+from calex_steps.training.augment import random_crop_flip
+from calex_steps.training.scratch import scratch_path
 
 BACKBONE = TINY_BACKBONE
 SETTINGS = dict(TINY_PRETRAIN, epochs=3, seed=3)

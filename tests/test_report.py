@@ -1,4 +1,4 @@
-"""The generated summary, and the whole report of a finished tiny run, shown in Chromium."""
+"""The whole report of a finished tiny run (`snakemake --report`), shown in Chromium."""
 
 from __future__ import annotations
 
@@ -7,33 +7,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from conftest import ROOT, SNAKEMAKE, clone_run
 from PIL import Image
 
-from calex_steps.summary import best_per_fr, run_summary
-
 FIGURES = ("pareto", "ablation", "calibration", "shift", "flow", "exemplars")
-
-
-def test_summary_names_the_least_loss_recipe_per_fr(tmp_path):
-    table = pd.DataFrame({
-        "dataset": "syn", "backbone": "r18",
-        "recipe": ["calexnet", "noalign", "calexnet", "noalign"],
-        "fr_target": [0.4, 0.4, 0.8, 0.8], "mean": [1.5, 2.25, float("nan"), float("nan")],
-        "std": [0.5, 0.1, float("nan"), float("nan")], "seeds": [3, 3, 0, 0],
-    })  # fmt: skip
-    table.to_csv(tmp_path / "loss.csv", index=False)
-    best = best_per_fr(table)
-    assert best["best"].tolist() == ["calexnet", ""]
-    assert best["gap"].iloc[0] == pytest.approx(0.75)
-    text = run_summary([tmp_path / "loss.csv"], tmp_path / "summary.md")
-    assert "## syn, r18" in text
-    assert ("- FR 0.4: **calexnet** loses least, 1.50 ± 0.50 points (3 seeds); "
-            "next is noalign, 0.75 points more.") in text  # fmt: skip
-    assert "- FR 0.8: no recipe reaches this FR." in text
-    assert (tmp_path / "summary.md").read_text() == text
 
 
 # The test drives the report app the way a reader would: it opens the "Pareto

@@ -10,8 +10,9 @@ import pytest
 
 from calex_steps.calibration import calibrate_cascade, reference_precision
 from calex_steps.cascade import run_cascade
-from calex_steps.io import CalexError
-from calex_steps.sweep_margins import main, per_class_exits, run_sweep_margins, sweep
+from calex_steps.cascade.sweep import per_class_exits, sweep
+from calex_steps.errors import CalexError
+from calex_steps.stages.sweep_margins import main, run_sweep_margins
 
 MARGINS = [0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.6, 0.8]
 COSTS = [10, 25, 45, 110]  # exit at branch 1, 2, 3, backbone (= total + heads)

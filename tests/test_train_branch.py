@@ -8,10 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from calex_steps.features import features_meta, load_branch_inputs, pack_gram
-from calex_steps.heads import PrototypeHead, head_macs
-from calex_steps.io import CalexError
-from calex_steps.train_branch import main, parse_settings, run_train_branch, write_branch_outputs
+from calex_steps.data.branch_files import write_branch_outputs
+from calex_steps.data.feature_cache import features_meta, load_branch_inputs
+from calex_steps.errors import CalexError
+from calex_steps.models.gram import pack_gram
+from calex_steps.models.heads import PrototypeHead, head_macs
+from calex_steps.stages.train_branch import main, run_train_branch
+from calex_steps.training.branch import parse_settings
 
 SPLITS = {"train": 600, "val": 200, "test": 200}
 NUM_CLASSES = 4
@@ -217,8 +220,9 @@ class _Log:
         self.stage, self.stop_after, self.seen, self.lines = stage, stop_after, 0, []
 
     def info(self, msg, *args):
-        self.lines.append(msg % args)
-        if msg.startswith("branch %d stage") and args[1] == self.stage:
+        line = msg % args
+        self.lines.append(line)
+        if line.startswith("branch ") and f" stage {self.stage} epoch " in line:
             self.seen += 1
             if self.seen == self.stop_after:
                 raise _Interrupt

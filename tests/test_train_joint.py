@@ -8,9 +8,10 @@ import pytest
 import torch
 from test_train_branch import NUM_CLASSES, SPLITS, write_features
 
-from calex_steps.heads import PrototypeHead
-from calex_steps.io import CalexError
-from calex_steps.train_joint import exit_cost_fractions, main, parse_joint_settings, run_train_joint
+from calex_steps.errors import CalexError
+from calex_steps.models.heads import PrototypeHead
+from calex_steps.stages.train_joint import main, run_train_joint
+from calex_steps.training.joint import exit_cost_fractions, parse_joint_settings
 
 STAGE_MACS = {"layer1": 250, "layer2": 750, "total": 1000}
 BASE = {
@@ -192,7 +193,7 @@ def test_resumed_run_equals_uninterrupted_run(features, tmp_path, settings, pref
 
 def test_non_finite_loss_stops_with_advice(tmp_path):
     path = _cache(tmp_path / "huge.h5", scale=1e20)  # squares overflow float32
-    with pytest.raises(CalexError, match=r"joint stage \(pteenet\) epoch 1.*lower the learning"):
+    with pytest.raises(CalexError, match=r"joint stage epoch 1.*lower the learning"):
         _run(path, tmp_path / "o", PTEENET)
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from calex_steps.io import CalexError
+from calex_steps.errors import CalexError
 from calex_steps.weighting import sample_indices, survivor_weights
 
 

@@ -104,7 +104,7 @@ def test_margin_edit_reruns_sweeps_only(tiny_run, tmp_path):
 
 def test_code_edit_reruns_that_step(tiny_run, tmp_path):
     run = clone_run(tiny_run, tmp_path / "run")
-    module = run / "calex_steps" / "sweep_margins.py"
+    module = run / "calex_steps" / "stages" / "sweep_margins.py"
     module.write_text(module.read_text() + "\n# an edit\n")
     jobs = scheduled(snakemake(run, "-n").stdout)
     assert jobs.get("sweep_margins") == 2

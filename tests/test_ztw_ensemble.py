@@ -9,16 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from calex_steps.io import CalexError
-from calex_steps.sweep_margins import load_branches, run_sweep_margins
-from calex_steps.train_branch import write_branch_outputs
-from calex_steps.ztw_ensemble import (
-    ensemble_logits,
-    ensemble_outputs,
-    fit_ensemble,
-    main,
-    run_ztw_ensemble,
-)
+from calex_steps.data.branch_files import load_branches, write_branch_outputs
+from calex_steps.errors import CalexError
+from calex_steps.stages.sweep_margins import run_sweep_margins
+from calex_steps.stages.ztw_ensemble import main, run_ztw_ensemble
+from calex_steps.training.ztw import ensemble_logits, ensemble_outputs, fit_ensemble
 
 SIZES = {"train": 500, "val": 300, "test": 300}
 C = 4

@@ -1,0 +1,152 @@
+# Input functions: which files a job reads, decided from the wildcards and the study.
+
+
+def probe_input(wildcards):
+    """The coarse probe is the backbone's classifier on hierarchical datasets only."""
+    if needs_probe(dataset_cfg(wildcards)):
+        return f"{RESULTS}/{wildcards.dataset}/{wildcards.backbone}/probe.pt"
+    return []
+
+
+def previous_branches(wildcards):
+    """Branch l waits for branches 1..l-1 only when its recipe reads their outputs."""
+    recipe = CFG["recipes"][wildcards.recipe]
+    if recipe["weighting"] != "survivor" and not recipe["cascade_input"]:
+        return []
+    return per_branch(run_dir(wildcards), "branch", int(wildcards.branch) - 1)
+
+
+def exit_signal_files(wildcards):
+    """What the sweep thresholds: ZTW's ensemble files, else the branch files."""
+    count = num_branches(wildcards.backbone)
+    return per_branch(run_dir(wildcards), signal_stem(wildcards.recipe), count)
+
+
+def deployable_recipes():
+    """Study recipes the cascade module runs (ZTW's ensemble exit signal is not one)."""
+    return [
+        r
+        for r in STUDY["recipes"]
+        if CFG["recipes"][r]["exit_signal"] != "ztw_ensemble"
+    ]
+
+
+def latency_runs(wildcards):
+    return [
+        run_path(wildcards.dataset, wildcards.backbone, r, s)
+        for r in deployable_recipes()
+        for s in STUDY["seeds"]
+    ]
+
+
+def latency_inputs(wildcards):
+    """Every file the cascades of all runs of one dataset and backbone are built from."""
+    count = num_branches(wildcards.backbone)
+    files = []
+    for run in latency_runs(wildcards):
+        files += per_branch(run, "branch", count, ext="pt")
+        files += [f"{run}/thresholds.npz", f"{run}/sweep.csv"]
+    return files
+
+
+def study_files(wildcards, name, backbones=None):
+    """One file per (backbone, recipe, seed) of the study for the wildcard's dataset."""
+    return expand(
+        f"{RESULTS}/{wildcards.dataset}/{{backbone}}/{{recipe}}/seed{{seed}}/{name}",
+        backbone=backbones or STUDY["backbones"],
+        recipe=STUDY["recipes"],
+        seed=STUDY["seeds"],
+    )
+
+
+def study_runs(name):
+    """Input function: one file per (recipe, seed) of the wildcard's dataset and backbone."""
+    return lambda w: study_files(w, name, [w.backbone])
+
+
+def signal_files(wildcards):
+    """The per-branch exit-signal files of every run of a (dataset, backbone)."""
+    count = num_branches(wildcards.backbone)
+    files = []
+    for recipe in STUDY["recipes"]:
+        for seed in STUDY["seeds"]:
+            run = run_path(wildcards.dataset, wildcards.backbone, recipe, seed)
+            files += per_branch(run, signal_stem(recipe), count)
+    return files
+
+
+def exemplar_recipe():
+    """The recipe the exemplar grid shows: calexnet, else the study's first."""
+    return "calexnet" if "calexnet" in STUDY["recipes"] else STUDY["recipes"][0]
+
+
+def exemplar_run(wildcards):
+    """The run whose exits the exemplar grid shows (its recipe, the first seed)."""
+    seed = STUDY["seeds"][0]
+    return run_path(wildcards.dataset, wildcards.backbone, exemplar_recipe(), seed)
+
+
+def exemplar_signals(wildcards):
+    """The exit-signal files of the exemplar run only."""
+    count = num_branches(wildcards.backbone)
+    return per_branch(exemplar_run(wildcards), signal_stem(exemplar_recipe()), count)
+
+
+FIGURE_FAMILIES = ("pareto", "ablation", "calibration", "shift", "flow", "exemplars")
+
+
+def report_targets():
+    """Every table, figure and the summary of the study (added to all_targets)."""
+    tables = expand(
+        f"{TABLES}/{{dataset}}/loss_at_fr.{{ext}}",
+        dataset=STUDY["datasets"],
+        ext=("csv", "md", "tex"),
+    )
+    figures = expand(
+        f"{FIGURES}/{{dataset}}/{{backbone}}/{{family}}.{{ext}}",
+        dataset=STUDY["datasets"],
+        backbone=STUDY["backbones"],
+        family=FIGURE_FAMILIES,
+        ext=("png", "pdf"),
+    )
+    return tables + figures + [f"{RESULTS}/summary.md"]
+
+
+def all_targets():
+    """Sweeps of every run, exported cascades, latency tables (and the report outputs)."""
+    study = dict(dataset=STUDY["datasets"], backbone=STUDY["backbones"])
+    targets = expand(
+        f"{RUN_PATTERN}/sweep.csv",
+        recipe=STUDY["recipes"],
+        seed=STUDY["seeds"],
+        **study,
+    )
+    targets += expand(
+        f"{RUN_PATTERN}/cascade_m{{margin}}.pt",
+        recipe=deployable_recipes(),
+        seed=STUDY["seeds"],
+        margin=CFG["deploy"]["margin"],
+        **study,
+    )
+    targets += expand(
+        f"{RESULTS}/{{dataset}}/{{backbone}}/latency/latency.csv", **study
+    )
+    return targets + report_targets()
+
+
+def figure_args(wildcards, input):
+    """The stage's input flags, one per named input (code files excluded)."""
+    return " ".join(
+        f"--{name} {' '.join(map(str, files)) if isinstance(files, list) else files}"
+        for name, files in input.items()
+        if name not in ("code", "thresholds", "signals")
+    )
+
+
+FIGURE_SETTINGS = as_json(
+    {
+        "recipes": STUDY["recipes"],
+        "margins": CFG["sweep"]["margins"],
+        "exit_signals": {r: CFG["recipes"][r]["exit_signal"] for r in STUDY["recipes"]},
+    }
+)

@@ -1,0 +1,194 @@
+"""Figure data (ECE, shift, flow, exemplars) and the figures themselves, on tiny runs."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+from calex_steps.errors import CalexError
+from calex_steps.reporting.figures.calibration import ece_table
+from calex_steps.reporting.figures.exemplars import exemplar_cells
+from calex_steps.reporting.figures.flow import flow_table
+from calex_steps.reporting.figures.runs import pick_margin, read_test_images
+from calex_steps.reporting.figures.shift import shift_table
+from calex_steps.reporting.figures.style import RECIPE_COLORS, recipe_color
+from calex_steps.stages import (
+    plot_ablation,
+    plot_calibration,
+    plot_exemplars,
+    plot_flow,
+    plot_pareto,
+    plot_shift,
+)
+
+MARGINS = [0.1, 0.2, 0.4]
+NUM_CLASSES, NUM_BRANCHES, N = 4, 3, 40
+SETTINGS = {"recipes": ["calexnet", "noalign", "align_only"], "margins": MARGINS}
+
+
+def write_run(root, recipe, seed, rng):
+    """sweep.csv, exits.npz, thresholds.npz and branch files of one synthetic run."""
+    folder = root / "syn" / "r18" / recipe / f"seed{seed}"
+    folder.mkdir(parents=True)
+    fr = np.array([0.3, 0.45, 0.6]) + 0.02 * seed
+    pd.DataFrame({"margin": MARGINS, "accuracy": [0.86, 0.8, 0.68], "fr": fr,
+                  "backbone_accuracy": 0.9}).to_csv(folder / "sweep.csv", index=False)  # fmt: skip
+    labels = np.arange(N) % NUM_CLASSES
+    exit_branch = rng.integers(0, NUM_BRANCHES + 1, size=(len(MARGINS), N))
+    np.savez(folder / "exits.npz", margins=np.array(MARGINS), exit_branch=exit_branch,
+             final_pred=np.tile(labels, (len(MARGINS), 1)), labels=labels)  # fmt: skip
+    np.savez(folder / "thresholds.npz",
+             **{f"m{m:g}": np.full((NUM_BRANCHES, NUM_CLASSES), 0.5) for m in MARGINS})  # fmt: skip
+    for b in range(1, NUM_BRANCHES + 1):
+        pred = np.where(rng.random(N) < 0.8, labels, (labels + 1) % NUM_CLASSES)
+        np.savez(folder / f"branch{b}.npz", test_pred=pred,
+                 test_conf=rng.uniform(0.5, 1.0, N).astype(np.float32))  # fmt: skip
+    return folder
+
+
+@pytest.fixture
+def runs(tmp_path):
+    """Two seeds of three recipes (kd_only not run), plus prepared.h5 and features.h5."""
+    rng = np.random.default_rng(0)
+    folders = [write_run(tmp_path, r, s, rng) for r in SETTINGS["recipes"] for s in (0, 1)]
+    names = [f"class{c}" for c in range(NUM_CLASSES)]
+    with h5py.File(tmp_path / "prepared.h5", "w") as f:
+        f.attrs["class_names"] = json.dumps(names)
+        f.create_dataset("test/images", data=rng.integers(0, 255, (N, 32, 32, 3), dtype=np.uint8))
+        f.create_dataset("test/index", data=np.arange(N))
+    with h5py.File(tmp_path / "features.h5", "w") as f:
+        f.create_dataset("test/index", data=np.arange(N))
+    return tmp_path, folders
+
+
+def assert_figure_files(png, pdf):
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 1000
+
+
+@pytest.mark.parametrize(
+    "name", ["pareto", "ablation", "calibration", "shift", "flow", "exemplars"]
+)
+def test_every_figure_is_written_with_several_seeds(runs, name):
+    root, folders = runs
+    sweeps = [f / "sweep.csv" for f in folders]
+    exits = [f / "exits.npz" for f in folders]
+    prepared, features = root / "prepared.h5", root / "features.h5"
+    files = (root / "figs" / f"{name}.png", root / "figs" / f"{name}.pdf")
+    calls = {
+        "pareto": lambda: plot_pareto.run_plot_pareto(sweeps, SETTINGS, *files),
+        "ablation": lambda: plot_ablation.run_plot_ablation(sweeps, SETTINGS, *files),
+        "calibration": lambda: plot_calibration.run_plot_calibration(exits, SETTINGS, *files),
+        "shift": lambda: plot_shift.run_plot_shift(exits, prepared, SETTINGS, *files),
+        "flow": lambda: plot_flow.run_plot_flow(exits, prepared, SETTINGS, *files),
+        "exemplars": lambda: plot_exemplars.run_plot_exemplars(
+            exits[0], prepared, features, SETTINGS, *files
+        ),
+    }
+    calls[name]()
+    assert_figure_files(*files)
+
+
+def test_ablation_with_a_recipe_better_than_the_backbone(tmp_path):
+    # Loss below zero in every cell must still draw (the colour scale starts below 0).
+    rng = np.random.default_rng(1)
+    folder = write_run(tmp_path, "noalign", 0, rng)
+    table = pd.read_csv(folder / "sweep.csv").assign(accuracy=0.95)
+    table.to_csv(folder / "sweep.csv", index=False)
+    files = (tmp_path / "a.png", tmp_path / "a.pdf")
+    plot_ablation.run_plot_ablation([folder / "sweep.csv"], SETTINGS, *files)
+    assert_figure_files(*files)
+
+
+def test_pareto_and_shift_with_one_seed_and_one_recipe(runs):
+    root, folders = runs
+    out = root / "one"
+    plot_pareto.run_plot_pareto([folders[0] / "sweep.csv"], SETTINGS, out / "p.png", out / "p.pdf")
+    assert_figure_files(out / "p.png", out / "p.pdf")
+    exits = [folders[0] / "exits.npz"]
+    plot_shift.run_plot_shift(exits, root / "prepared.h5", SETTINGS, out / "s.png", out / "s.pdf")
+    assert_figure_files(out / "s.png", out / "s.pdf")
+
+
+def test_pick_margin_uses_the_nearest_and_says_so():
+    assert pick_margin([0.1, 0.2, 0.4], 0.2) == (0.2, "")
+    margin, note = pick_margin([0.1, 0.2, 0.4], 0.05)
+    assert margin == 0.1 and "nearest configured to 0.05" in note
+
+
+def run_dict(exit_branch, labels, conf, pred, thresholds):
+    """An in-memory run as ``load_run`` returns it, at a single margin 0.2."""
+    return {"recipe": "calexnet", "seed": 0, "margins": np.array([0.2]),
+            "exit_branch": np.array([exit_branch]), "labels": np.array(labels),
+            "thresholds": {"m0.2": np.array(thresholds)}, "num_branches": len(thresholds),
+            "conf": [np.array(c, dtype=float) for c in conf],
+            "pred": [np.array(p) for p in pred]}  # fmt: skip
+
+
+def test_ece_counts_only_the_samples_that_exited_there():
+    # Branch 1 releases samples 0 and 1; its lowest threshold 0.6 starts the bins (width 0.04).
+    run = run_dict([0, 0, 1, 1], [0, 1, 0, 1], [[0.7, 0.9, 0.99, 0.99], [0.2, 0.2, 0.8, 0.9]],
+                   [[0, 0, 1, 1], [0, 1, 1, 1]], [[0.6, 0.8], [0.5, 0.5]])  # fmt: skip
+    table = ece_table([run], [0.2]).set_index("position")
+    # Sample 0 correct at 0.7, sample 1 wrong at 0.9, different bins: (0.3 + 0.9) / 2.
+    assert table.loc["B1", "ece_mean"] == pytest.approx(0.6)
+    # Branch 2: samples 2 (wrong, 0.8) and 3 (right, 0.9), bins of width 0.05 from 0.5.
+    assert table.loc["B2", "ece_mean"] == pytest.approx((0.8 + 0.1) / 2)
+    assert table.loc["B2", "n_mean"] == 2
+    with pytest.raises(CalexError, match="no margin 0.4"):
+        ece_table([run], [0.4])
+
+
+def test_shift_and_flow_tables_by_hand():
+    # Four samples of classes 0, 0, 1, 2; one branch; B1 releases the two of class 0.
+    run = run_dict([0, 0, 1, 1], [0, 0, 1, 2], [[0.9] * 4], [[0, 0, 1, 2]], [[0.5, 0.5, 0.5]])
+    shift = shift_table([run], 0.2, 3).set_index("position")
+    assert shift.loc["B1", "kl_mean"] == pytest.approx(0.0, abs=0.01)  # everyone reaches B1
+    full = np.array([0.5, 0.25, 0.25])
+    survivors = np.array([0.5, 1.5, 1.5]) / 3.5  # counts 0, 1, 1 plus half a sample each
+    assert shift.loc["backbone", "kl_mean"] == pytest.approx(
+        np.sum(full * np.log(full / survivors))
+    )
+    assert shift.loc["backbone", "gini_mean"] == pytest.approx(
+        1 / 3
+    )  # counts 0, 1, 1: 4 / (2 · 9 · 2/3)
+    assert shift.loc["backbone", "top3_mean"] == 1.0
+    flow = flow_table([run], 0.2, 3).set_index(["class", "position"])["share"]
+    assert flow[(0, "B1")] == 1.0 and flow[(1, "backbone")] == 1.0 and flow[(2, "B1")] == 0.0
+
+
+def test_exemplars_pick_near_and_deep_correct_exits():
+    conf = [0.55, 0.95, 0.7, 0.99, 0.6, 0.8]
+    run = run_dict([0] * 6, [0, 0, 0, 0, 1, 1], [conf], [[0, 0, 0, 1, 1, 1]], [[0.5, 0.5]])
+    images = np.zeros((6, 32, 32, 3), dtype=np.uint8)
+    cells = exemplar_cells(run, images, ["a", "b"], 0.2, k=2)
+    # Correct exits: 0 (0.55), 1 (0.95), 2 (0.7), 4 (0.6), 5 (0.8); sample 3 is wrong.
+    captions = [c["caption"].split("\n")[1] for c in cells[0]]
+    assert captions == ["R=0.55 T=0.50", "R=0.60 T=0.50", "R=0.95 T=0.50", "R=0.80 T=0.50"]
+
+
+def test_test_images_must_align_with_the_cache(runs):
+    root, _ = runs
+    with h5py.File(root / "features.h5", "a") as f:
+        f["test/index"][0] = 99
+    with pytest.raises(CalexError, match="rerun cache_features"):
+        read_test_images(root / "prepared.h5", root / "features.h5")
+
+
+def test_recipe_colours_are_fixed_and_distinct():
+    assert recipe_color("calexnet") == RECIPE_COLORS["calexnet"]
+    assert len(set(RECIPE_COLORS.values())) == len(RECIPE_COLORS)
+    assert recipe_color("new_a", ["new_a", "new_b"]) != recipe_color("new_b", ["new_a", "new_b"])
+
+
+def test_settings_with_an_unknown_key_fail(runs):
+    root, folders = runs
+    with pytest.raises(CalexError, match="exit_signals"):
+        settings = {"recipes": [], "colour": 1}
+        plot_pareto.run_plot_pareto(
+            [folders[0] / "sweep.csv"], settings, root / "a.png", root / "a.pdf"
+        )
