@@ -15,6 +15,7 @@ wildcard_constraints:
     recipe="[A-Za-z0-9][A-Za-z0-9_-]*",
     seed="[0-9]+",
     branch="[0-9]+",
+    split="[0-9]+",
 
 
 include: "rules/common.smk"  # config validation, settings, derived code inputs

@@ -51,7 +51,7 @@ def main() -> None:
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    sweep = pd.read_csv(a.run_dir / "sweep.csv")
+    sweep = pd.read_csv(a.run_dir / "split0" / "sweep.csv")
     row = sweep.iloc[(sweep["fr"] - 0.5).abs().argmin()]
     prepared = a.prepared or run_paths(a.run_dir)["backbone"].parent.parent / "prepared.h5"
     device = torch.device(a.device)

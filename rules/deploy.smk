@@ -10,7 +10,7 @@ rule export_cascade:
         features=FEATURES,
         prepared=PREPARED,
         heads=lambda w: per_branch(run_dir(w), "branch", num_branches(w.backbone), "pt"),
-        thresholds=f"{RUN_PATTERN}/thresholds.npz",
+        thresholds=f"{RUN_PATTERN}/split0/thresholds.npz",
         code=code("export_cascade"),
     output:
         f"{RUN_PATTERN}/cascade_m{{margin}}.pt",
@@ -32,6 +32,7 @@ rule export_cascade:
     shell:
         "python -m calex_steps.stages.export_cascade --run-dir {params.run}"
         " --backbone {input.backbone} {params.probe} --features {input.features}"
+        " --thresholds {input.thresholds}"
         " --margin {wildcards.margin} --class-names-from {input.prepared}"
         " --out {output} > {log} 2>&1"
 

@@ -101,8 +101,8 @@ use rule plot_pareto as plot_flow with:
 
 use rule plot_pareto as plot_exemplars with:
     input:
-        exits=lambda w: f"{exemplar_run(w)}/exits.npz",
-        thresholds=lambda w: f"{exemplar_run(w)}/thresholds.npz",
+        exits=lambda w: f"{exemplar_split(w)}/exits.npz",
+        thresholds=lambda w: f"{exemplar_split(w)}/thresholds.npz",
         signals=exemplar_signals,
         prepared=PREPARED,
         features=FEATURES,

@@ -45,23 +45,26 @@ def latency_inputs(wildcards):
     files = []
     for run in latency_runs(wildcards):
         files += per_branch(run, "branch", count, ext="pt")
-        files += [f"{run}/thresholds.npz", f"{run}/sweep.csv"]
+        files += [f"{split_dir(run)}/thresholds.npz", f"{split_dir(run)}/sweep.csv"]
     return files
 
 
-def study_files(wildcards, name, backbones=None):
-    """One file per (backbone, recipe, seed) of the study for the wildcard's dataset."""
+def study_files(wildcards, name, backbones=None, splits=None):
+    """One sweep file per (backbone, recipe, seed, split) of the study for the wildcard's
+    dataset (``splits``: which splits; all of the study's by default)."""
     return expand(
-        f"{RESULTS}/{wildcards.dataset}/{{backbone}}/{{recipe}}/seed{{seed}}/{name}",
+        f"{RESULTS}/{wildcards.dataset}/{{backbone}}/{{recipe}}/seed{{seed}}/split{{split}}/{name}",
         backbone=backbones or STUDY["backbones"],
         recipe=STUDY["recipes"],
         seed=STUDY["seeds"],
+        split=SPLITS if splits is None else splits,
     )
 
 
 def study_runs(name):
-    """Input function: one file per (recipe, seed) of the wildcard's dataset and backbone."""
-    return lambda w: study_files(w, name, [w.backbone])
+    """Input function: one file per (recipe, seed) of the wildcard's dataset and backbone,
+    split 0 (the figures show the prepared partition)."""
+    return lambda w: study_files(w, name, [w.backbone], [0])
 
 
 def signal_files(wildcards):
@@ -84,6 +87,11 @@ def exemplar_run(wildcards):
     """The run whose exits the exemplar grid shows (its recipe, the first seed)."""
     seed = STUDY["seeds"][0]
     return run_path(wildcards.dataset, wildcards.backbone, exemplar_recipe(), seed)
+
+
+def exemplar_split(wildcards):
+    """The split folder of the exemplar run whose exits the grid shows (split 0)."""
+    return split_dir(exemplar_run(wildcards))
 
 
 def exemplar_signals(wildcards):
@@ -116,9 +124,10 @@ def all_targets():
     """Sweeps of every run, exported cascades, latency tables (and the report outputs)."""
     study = dict(dataset=STUDY["datasets"], backbone=STUDY["backbones"])
     targets = expand(
-        f"{RUN_PATTERN}/sweep.csv",
+        f"{SPLIT_PATTERN}/sweep.csv",
         recipe=STUDY["recipes"],
         seed=STUDY["seeds"],
+        split=SPLITS,
         **study,
     )
     targets += expand(

@@ -12,6 +12,8 @@ def run_path(dataset, backbone, recipe, seed):
 
 
 RUN_PATTERN = run_path("{dataset}", "{backbone}", "{recipe}", "{seed}")
+SPLIT_PATTERN = f"{RUN_PATTERN}/split{{split}}"
+SPLITS = list(range(STUDY["splits"]))
 BACKBONE_DIR = f"{RESULTS}/{{dataset}}/{{backbone}}"
 PREPARED = f"{RESULTS}/{{dataset}}/prepared.h5"
 BACKBONE = f"{BACKBONE_DIR}/backbone.pt"
@@ -20,6 +22,11 @@ FEATURES = f"{BACKBONE_DIR}/features.h5"
 
 def run_dir(w):
     return run_path(w.dataset, w.backbone, w.recipe, w.seed)
+
+
+def split_dir(run, split=0):
+    """The sweep outputs of one calibration/test split of a run (split 0 = the prepared one)."""
+    return f"{run}/split{split}"
 
 
 def per_branch(folder, stem, count, ext="npz"):

@@ -1,4 +1,5 @@
-# Stage 4: CPM calibration at every margin and the cascade on test (SPEC section 7).
+# Stage 4: CPM calibration at every margin and the cascade on test (SPEC section 7),
+# once per calibration/test split of the held-out samples (study.splits).
 
 
 rule sweep_margins:
@@ -7,14 +8,14 @@ rule sweep_margins:
         branches=exit_signal_files,
         code=code("sweep_margins"),
     output:
-        table=f"{RUN_PATTERN}/sweep.csv",
-        thresholds=f"{RUN_PATTERN}/thresholds.npz",
-        exits=f"{RUN_PATTERN}/exits.npz",
-        per_class=f"{RUN_PATTERN}/per_class_exits.csv",
+        table=f"{SPLIT_PATTERN}/sweep.csv",
+        thresholds=f"{SPLIT_PATTERN}/thresholds.npz",
+        exits=f"{SPLIT_PATTERN}/exits.npz",
+        per_class=f"{SPLIT_PATTERN}/per_class_exits.csv",
     log:
-        "logs/sweep_margins/{dataset}/{backbone}/{recipe}/seed{seed}.log",
+        "logs/sweep_margins/{dataset}/{backbone}/{recipe}/seed{seed}/split{split}.log",
     benchmark:
-        "benchmarks/sweep_margins/{dataset}/{backbone}/{recipe}/seed{seed}.tsv"
+        "benchmarks/sweep_margins/{dataset}/{backbone}/{recipe}/seed{seed}/split{split}.tsv"
     conda:
         "../envs/calex.yaml"
     threads: 1
@@ -26,6 +27,8 @@ rule sweep_margins:
             {
                 "margins": CFG["sweep"]["margins"],
                 "calibration": CFG["recipes"][w.recipe]["calibration"],
+                "split": int(w.split),
+                "split_seed": dataset_cfg(w).get("split_seed", 0),
             }
         ),
     shell:

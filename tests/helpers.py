@@ -144,9 +144,11 @@ def make_tiny_cascade_run(top: Path) -> dict:
         run_train_branch(bb_dir / "features.h5", b, prev, RECIPE, 0, "cpu",
                                       run / f"branch{b}.pt", run / f"branch{b}.npz",
                                       recipe="calexnet")  # fmt: skip
-    run_sweep_margins(bb_dir / "features.h5", [run / f"branch{b}.npz" for b in (1, 2, 3)],
-                      {"margins": MARGINS, "calibration": "cascade"}, run / "sweep.csv",
-                      run / "thresholds.npz", run / "exits.npz", run / "per_class.csv")  # fmt: skip
+    split = run / "split0"
+    outs = [split / name for name in ("sweep.csv", "thresholds.npz", "exits.npz", "per_class.csv")]
+    branches = [run / f"branch{b}.npz" for b in (1, 2, 3)]
+    settings = {"margins": MARGINS, "calibration": "cascade"}
+    run_sweep_margins(bb_dir / "features.h5", branches, settings, *outs)
     with h5py.File(prepared, "r") as f:
         images = torch.from_numpy(f["test"]["images"][...])
-    return {"run": run, "prepared": prepared, "images": images, "root": bb_dir}
+    return {"run": run, "split": split, "prepared": prepared, "images": images, "root": bb_dir}

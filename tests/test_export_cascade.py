@@ -20,7 +20,7 @@ from calex_steps.stages.export_cascade import run_export_cascade
 
 
 def test_module_agrees_exactly_with_simulated_cascade(tiny_cascade_run):
-    exits = np.load(tiny_cascade_run["run"] / "exits.npz")
+    exits = np.load(tiny_cascade_run["split"] / "exits.npz")
     images = tiny_cascade_run["images"]
     exited_early = 0
     for i, margin in enumerate(exits["margins"]):
@@ -74,7 +74,7 @@ def test_exported_artifact_loads_without_calex(tiny_cascade_run, tmp_path):
                             capture_output=True, text=True, cwd=tmp_path, timeout=120)  # fmt: skip
     assert result.returncode == 0, result.stderr
     pred, exit_branch, names, recipe = json.loads(result.stdout)
-    exits = np.load(tiny_cascade_run["run"] / "exits.npz")
+    exits = np.load(tiny_cascade_run["split"] / "exits.npz")
     row = list(exits["margins"]).index(0.05)
     assert pred == exits["final_pred"][row][:40].tolist()
     assert exit_branch == exits["exit_branch"][row][:40].tolist()

@@ -26,7 +26,7 @@ def test_table_on_cpu_says_energy_not_measured(tiny_cascade_run, tmp_path):  # n
     assert len(written) == 4 and set(written["batch_size"]) == {1, 16}
     assert set(written["energy_mj_per_sample"]) == {NOT_MEASURED}
     assert (table["latency_ms_per_sample"] > 0).all()
-    sweep = pd.read_csv(tiny_cascade_run["run"] / "sweep.csv").set_index("margin")
+    sweep = pd.read_csv(tiny_cascade_run["split"] / "sweep.csv").set_index("margin")
     fr = sweep.loc[written["margin"], "fr"].to_numpy()
     np.testing.assert_allclose(written["flops_speedup"], 1 / (1 - fr), rtol=1e-5)
     ratio = written["backbone_latency_ms_per_sample"] / written["latency_ms_per_sample"]

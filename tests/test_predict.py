@@ -19,7 +19,7 @@ def artifact(tiny_cascade_run, tmp_path_factory):  # noqa: F811
 
 
 def test_prints_one_line_per_image(tiny_cascade_run, artifact, tmp_path, capsys):  # noqa: F811
-    exits = np.load(tiny_cascade_run["run"] / "exits.npz")
+    exits = np.load(tiny_cascade_run["split"] / "exits.npz")
     row = list(exits["margins"]).index(0.05)
     paths = []
     for i in (0, 1):

@@ -69,5 +69,5 @@ def test_reduced_real_benchmark(tmp_path):
     log = (workdir / "logs" / "import_backbone" / "cifar10_jpeg" / "resnet56.log").read_text()
     assert "whole official test split" in log
     for recipe in ("calexnet", "pteenet"):
-        table = pd.read_csv(run / recipe / "seed0" / "sweep.csv")
+        table = pd.read_csv(run / recipe / "seed0" / "split0" / "sweep.csv")
         assert len(table) == 8 and (table["backbone_accuracy"] > 0.74).all()

@@ -42,7 +42,7 @@ SLURM_RULES = (
 RUN_LIMIT_S = 1500  # 18 jobs of the tiny study: about 3 minutes on 2 cores
 # Read by Snakemake when it records a finished job's metadata (the rules' conda:).
 EXTRA_FILES = ("envs",)
-SWEEP = Path("results/synthetic/r18tiny/calexnet/seed0/sweep.csv")
+SWEEP = Path("results/synthetic/r18tiny/calexnet/seed0/split0/sweep.csv")
 
 
 def required() -> bool:

@@ -11,6 +11,7 @@ import pytest
 from calex_steps.calibration import calibrate_cascade, reference_precision
 from calex_steps.cascade import run_cascade
 from calex_steps.cascade.sweep import per_class_exits, sweep
+from calex_steps.data.splits import redraw_partition
 from calex_steps.errors import CalexError
 from calex_steps.stages.sweep_margins import main, run_sweep_margins
 
@@ -243,3 +244,20 @@ def test_entry_point_reports_errors_in_one_line(tmp_path, capsys):
     bad = argv[: argv.index("--settings") + 1] + ['{"margins": [0.1], "calbration": "full"}']
     assert main(bad + argv[argv.index("--settings") + 2 :]) == 1
     assert "calbration" in capsys.readouterr().err
+
+
+def test_split_redraws_the_held_out_samples_with_the_same_sizes():
+    rng = np.random.default_rng(0)
+    val_labels, test_labels = rng.integers(0, 4, 300), rng.integers(0, 4, 200)
+    same_val, same_test = redraw_partition(val_labels, test_labels, 0, seed=5)
+    assert np.array_equal(same_val, np.arange(300))
+    assert np.array_equal(same_test, 300 + np.arange(200))
+    cal, test = redraw_partition(val_labels, test_labels, 2, seed=5)
+    assert len(cal) == 300 and len(test) == 200 and not set(cal) & set(test)
+    assert np.array_equal(test, redraw_partition(val_labels, test_labels, 2, seed=5)[1])
+    assert not np.array_equal(test, redraw_partition(val_labels, test_labels, 3, seed=5)[1])
+    pooled = np.concatenate([val_labels, test_labels])
+    # stratified: each class keeps its share of the pool in the test part (within one sample)
+    for c in range(4):
+        share = (pooled == c).sum() * 200 / 500
+        assert abs((pooled[test] == c).sum() - share) <= 1

@@ -30,7 +30,7 @@ def test_tiny_run_writes_every_stage(tiny_run):
         assert [f["train"][f"feat{b}"].attrs["kind"] for b in (1, 2, 3)] == ["gram"] * 3
         assert f["test"]["logits"].shape == (600, 4)
     for recipe in ("calexnet", "noalign"):
-        table = pd.read_csv(run / recipe / "seed0" / "sweep.csv")
+        table = pd.read_csv(run / recipe / "seed0" / "split0" / "sweep.csv")
         assert len(table) == 8
         assert table["fr"].between(-1, 1).all()
     for log in ("pretrain_backbone/synthetic/r18tiny.log", "probe_coarse/synthetic/r18tiny.log"):
@@ -39,14 +39,14 @@ def test_tiny_run_writes_every_stage(tiny_run):
 
 def test_sweep_traces_a_real_trade_off(tiny_run):
     run = tiny_run / "results" / "synthetic" / "r18tiny"
-    table = pd.read_csv(run / "noalign" / "seed0" / "sweep.csv")  # calibration: full
+    table = pd.read_csv(run / "noalign" / "seed0" / "split0" / "sweep.csv")  # calibration: full
     # with full calibration a larger margin only lowers thresholds: FR never decreases
     assert (table["fr"].diff().dropna() >= 0).all()
     assert table["fr"].iloc[-1] > table["fr"].iloc[0] + 0.1
     # ... and the compute saved is paid in accuracy
     assert table["accuracy"].iloc[-1] < table["accuracy"].iloc[0]
     backbone = table["backbone_accuracy"].iloc[0]
-    labels = np.load(run / "noalign" / "seed0" / "exits.npz")["labels"]
+    labels = np.load(run / "noalign" / "seed0" / "split0" / "exits.npz")["labels"]
     branch1 = np.load(run / "noalign" / "seed0" / "branch1.npz")["test_pred"]
     assert (branch1 == labels).mean() < backbone - 0.05  # branch 1 alone is clearly worse
 
@@ -134,3 +134,12 @@ def test_missing_user_checkpoint_stops_before_any_job(tmp_path):
     assert result.returncode != 0
     line = [s for s in result.stderr.splitlines() if "backbones.r18tiny.checkpoint" in s]
     assert len(line) == 1 and "weights/missing.th" in line[0] and "does not exist" in line[0]
+
+
+def test_more_splits_resweep_without_retraining(tiny_run, tmp_path):
+    run = clone_run(tiny_run, tmp_path / "run")
+    write_tiny(run, {"study.splits": 3})
+    jobs = scheduled(snakemake(run, "-n").stdout)
+    assert jobs.get("sweep_margins") == 4  # splits 1 and 2 of calexnet and noalign
+    for rule in ("train_branch", "cache_features", "pretrain_backbone", "export_cascade"):
+        assert rule not in jobs

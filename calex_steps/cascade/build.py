@@ -52,8 +52,12 @@ def run_paths(run_dir: str | Path) -> dict[str, Path]:
     run = Path(run_dir)
     root = run.parent.parent
     probe = root / "probe.pt"
-    return {"backbone": root / "backbone.pt", "probe": probe if probe.is_file() else None,
-            "features": root / "features.h5", "thresholds": run / "thresholds.npz"}  # fmt: skip
+    return {
+        "backbone": root / "backbone.pt",
+        "probe": probe if probe.is_file() else None,
+        "features": root / "features.h5",
+        "thresholds": run / "split0" / "thresholds.npz",
+    }
 
 
 def exit_signal(ckpt: dict) -> tuple[str, float]:
@@ -77,7 +81,8 @@ def build_cascade(run_dir: str | Path | None, margin: float, *, backbone=None, p
 
     Args:
         run_dir: ``results/{d}/{b}/{r}/seed{s}``; it supplies every path not given
-            (backbone, probe, features two levels up; thresholds and branch{l}.pt inside).
+            (backbone, probe, features two levels up; branch{l}.pt inside; thresholds in
+            ``split0/``).
         margin: a CPM margin present in ``thresholds.npz``.
         backbone, probe, features, thresholds: explicit paths (probe None = backbone fc).
         branches: explicit ``branch{l}.pt`` paths, in cascade order.

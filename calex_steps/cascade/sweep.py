@@ -13,6 +13,7 @@ import pandas as pd
 
 from calex_steps.calibration import calibrate_cascade, reference_precision
 from calex_steps.cascade.simulate import flops_reduction, mean_cost, run_cascade
+from calex_steps.data.splits import redraw_partition
 from calex_steps.errors import CalexError
 
 CALIBRATIONS = ("full", "cascade")
@@ -162,3 +163,30 @@ def per_class_exits(exits: dict, num_branches: int, num_classes: int) -> pd.Data
     return pd.DataFrame(
         {"margin": margin_col, "branch": branch_col, "class": class_col, "count": counts.ravel()}
     )
+
+
+def repartition(val: dict, test: dict, split: int, seed: int) -> tuple[dict, dict, np.ndarray]:
+    """The calibration and test parts of split ``split`` (``val``/``test`` as in ``sweep``).
+
+    Split 0 returns the prepared partition unchanged; split k > 0 pools the two
+    held-out parts and re-draws them (``data.splits.redraw_partition``). Also
+    returns the test part's positions in the pool [val; test], which pair the
+    same test images across recipes and seeds.
+    """
+    val_pos, test_pos = redraw_partition(val["labels"], test["labels"], split, seed)
+
+    def pooled(key: str) -> np.ndarray:
+        return np.concatenate([np.asarray(val[key]), np.asarray(test[key])])
+
+    def pooled_list(key: str) -> list[np.ndarray]:
+        return [
+            np.concatenate([np.asarray(a), np.asarray(b)])
+            for a, b in zip(val[key], test[key], strict=True)
+        ]
+
+    parts = []
+    for pos in (val_pos, test_pos):
+        part = {k: pooled(k)[pos] for k in ("labels", "backbone_pred")}
+        part |= {k: [a[pos] for a in pooled_list(k)] for k in ("confs", "preds")}
+        parts.append(part | {"num_classes": val["num_classes"]})
+    return parts[0], parts[1], test_pos

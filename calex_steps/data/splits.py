@@ -60,3 +60,23 @@ def three_splits(raw: dict, settings: dict, source: str) -> tuple[dict, str]:
     splits[val_from] = _subset(part, keep)
     splits["val"] = _subset(part, val)
     return {k: splits[k] for k in SPLITS}, val_from
+
+
+def redraw_partition(
+    val_labels: np.ndarray, test_labels: np.ndarray, split: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Calibration and test positions of split ``split`` in the pool [val; test].
+
+    Split 0 is the prepared partition itself (positions 0..V-1 and V..V+T-1).
+    Split k > 0 draws, from the pooled held-out samples, a stratified test part
+    of the original test size (seeded by ``seed`` and ``k``); the rest is the
+    calibration part. Both returned arrays are sorted positions into the pool.
+    """
+    n_val, n_test = len(val_labels), len(test_labels)
+    if split == 0:
+        return np.arange(n_val), np.arange(n_val, n_val + n_test)
+    if split < 0:
+        raise CalexError(f"split index must be >= 0, got {split}")
+    pooled = np.concatenate([np.asarray(val_labels), np.asarray(test_labels)])
+    seq = np.random.SeedSequence([int(seed), int(split)])
+    return stratified_split(pooled, n_test, int(seq.generate_state(1)[0]))

@@ -13,22 +13,33 @@ from calex_steps.reporting.curves import interpolate_at_fr
 
 FR_TARGETS = (0.4, 0.5, 0.6, 0.7, 0.8)
 MISSING = "—"  # printed for a target the curve does not reach
-SWEEP_KEYS = ("dataset", "backbone", "recipe", "seed")
+SWEEP_KEYS = ("dataset", "backbone", "recipe", "seed", "split")
+
+
+def _numbered(part: str, prefix: str) -> int | None:
+    """``seed3`` -> 3 for prefix ``seed``; None when ``part`` is not of that form."""
+    rest = part[len(prefix) :]
+    return int(rest) if part.startswith(prefix) and rest.isdigit() else None
 
 
 def parse_run_path(path: str | Path) -> dict:
-    """Dataset, backbone, recipe and seed of ``results/{d}/{b}/{r}/seed{s}/<file>``."""
+    """Dataset, backbone, recipe, seed and split of
+    ``results/{d}/{b}/{r}/seed{s}/split{k}/<file>`` (or ``.../seed{s}/<file>``: split 0)."""
     parts = Path(path).parts
-    if len(parts) < 5 or not parts[-2].startswith("seed") or not parts[-2][4:].isdigit():
+    split = _numbered(parts[-2], "split") if len(parts) >= 2 else None
+    if split is not None:
+        parts = parts[:-2] + parts[-1:]
+    if len(parts) < 5 or _numbered(parts[-2], "seed") is None:
         raise CalexError(
-            f"{path} is not laid out as results/DATASET/BACKBONE/RECIPE/seedN/FILE; "
+            f"{path} is not laid out as results/DATASET/BACKBONE/RECIPE/seedN/splitK/FILE; "
             "pass the sweep files the workflow wrote"
         )
     return {
         "dataset": parts[-5],
         "backbone": parts[-4],
         "recipe": parts[-3],
-        "seed": int(parts[-2][4:]),
+        "seed": _numbered(parts[-2], "seed"),
+        "split": split or 0,
     }
 
 

@@ -26,11 +26,11 @@ log = logging.getLogger("calex")
 
 
 def run_export_cascade(run_dir, backbone, probe, features, margin: float,
-                       class_names_from, out) -> dict:  # fmt: skip
+                       class_names_from, out, thresholds=None) -> dict:  # fmt: skip
     """Build the cascade of ``run_dir`` at ``margin`` and write the artifact; returns its meta."""
     names = read_class_names(class_names_from) if class_names_from else None
     model = build_cascade(run_dir, margin, backbone=backbone, probe=probe, features=features,
-                          class_names=names)  # fmt: skip
+                          thresholds=thresholds, class_names=names)  # fmt: skip
     save_artifact(model, out)
     meta = json.loads(model.meta_json)
     log.info("exported %s (recipe %s, margin %g) to %s", run_dir, meta["recipe"], margin, out)
@@ -44,6 +44,7 @@ def build_parser():
     p.add_argument("--backbone", type=Path, help="backbone.pt (default: two levels up)")
     p.add_argument("--probe", type=Path, help="probe.pt (hierarchical datasets)")
     p.add_argument("--features", type=Path, help="features.h5 (default: two levels up)")
+    p.add_argument("--thresholds", type=Path, help="thresholds.npz (default: RUN/split0/)")
     p.add_argument("--margin", type=float, required=True, help="a margin of thresholds.npz")
     p.add_argument("--class-names-from", type=Path, help="prepared.h5 holding class_names")
     p.add_argument("--out", type=Path, required=True, help="artifact to write (.pt)")
@@ -55,7 +56,7 @@ def main(argv=None) -> int:
 
     def run(a) -> None:
         run_export_cascade(a.run_dir, a.backbone, a.probe, a.features, a.margin,
-                           a.class_names_from, a.out)  # fmt: skip
+                           a.class_names_from, a.out, a.thresholds)  # fmt: skip
 
     return stage_main(build_parser, run, argv)
 

@@ -44,7 +44,7 @@ def measure_run(run_dir: Path, images: torch.Tensor, margins: Sequence[float],
     ``backbone`` caches the plain backbone's (ms, energy) per batch size; it is
     filled on first use (every run of a dataset and backbone shares it).
     """
-    sweep_csv = run_dir / "sweep.csv"
+    sweep_csv = run_dir / "split0" / "sweep.csv"
     if not sweep_csv.is_file():
         raise CalexError(f"{sweep_csv} does not exist; run sweep_margins for {run_dir}")
     sweep = pd.read_csv(sweep_csv).set_index("margin")
@@ -55,7 +55,7 @@ def measure_run(run_dir: Path, images: torch.Tensor, margins: Sequence[float],
         if batch not in backbone:
             backbone[batch] = time_point(model.backbone_logits, images, batch, warmup, timed)
     for margin in margins:
-        model.thresholds.copy_(load_thresholds(run_dir / "thresholds.npz", margin))
+        model.thresholds.copy_(load_thresholds(run_dir / "split0" / "thresholds.npz", margin))
         point = sweep.loc[sweep.index[np.isclose(sweep.index, margin)][0]]
         for batch in batch_sizes:
             ms, energy = time_point(model, images, batch, warmup, timed)

@@ -1,12 +1,15 @@
 """Stage `sweep_margins`: calibrate and evaluate one trained recipe at every margin.
 
     python -m calex_steps.stages.sweep_margins --features results/D/B/features.h5 \
-        --branches b1.npz b2.npz b3.npz --settings '{"margins": [...], "calibration": "cascade"}' \
+        --branches b1.npz b2.npz b3.npz \
+        --settings '{"margins": [...], "calibration": "cascade", "split": 1, "split_seed": 0}' \
         --out-table sweep.csv --out-thresholds thresholds.npz --out-exits exits.npz \
         --out-per-class per_class_exits.csv
 
 The branches are trained once; each margin only recalibrates on the validation
-split (SPEC section 7) and re-runs the cascade on the test split.
+split (SPEC section 7) and re-runs the cascade on the test split. Split k > 0
+re-draws the held-out samples into calibration and test parts first
+(``cascade.sweep.repartition``).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from calex_steps.cascade.simulate import cascade_cost
-from calex_steps.cascade.sweep import per_class_exits, sweep
+from calex_steps.cascade.sweep import per_class_exits, repartition, sweep
 from calex_steps.cli import parse_json_arg, stage_main, stage_parser
 from calex_steps.data.branch_files import load_branches
 from calex_steps.data.feature_cache import read_sweep_inputs
@@ -26,7 +29,7 @@ from calex_steps.data.files import save_csv, save_npz
 from calex_steps.errors import CalexError
 
 log = logging.getLogger("calex")
-SETTINGS_KEYS = ("margins", "calibration")
+SETTINGS_KEYS = ("margins", "calibration", "split", "split_seed")
 CSV_FLOAT = "%.6f"  # fixed float format: the CSVs are byte-identical across reruns
 
 
@@ -43,8 +46,11 @@ def run_sweep_margins(
     unknown = sorted(set(settings) - set(SETTINGS_KEYS))
     if unknown or "margins" not in settings or "calibration" not in settings:
         raise CalexError(
-            f"--settings needs exactly the keys {list(SETTINGS_KEYS)}; got {sorted(settings)}"
+            f"--settings takes the keys {list(SETTINGS_KEYS)} (margins and calibration "
+            f"required); got {sorted(settings)}"
         )
+    split_index = int(settings.get("split", 0))
+    split_seed = int(settings.get("split_seed", 0))
     splits, info = read_sweep_inputs(Path(features))
     if len(branches) != len(info["attach_points"]):
         raise CalexError(
@@ -60,12 +66,14 @@ def run_sweep_margins(
             split["confs"].append(arrays[f"{name}_conf"])
             split["preds"].append(arrays[f"{name}_pred"])
 
+    val, test, test_pos = repartition(splits["val"], splits["test"], split_index, split_seed)
     stage_cum = [int(info["stage_macs"][a]) for a in info["attach_points"]]
     total = int(info["stage_macs"]["total"])
     costs = cascade_cost(stage_cum, [int(m["head_macs"]) for m in metas], total)
     table, thresholds, exits = sweep(
-        splits["val"], splits["test"], settings["margins"], settings["calibration"], costs, total
+        val, test, settings["margins"], settings["calibration"], costs, total
     )
+    exits["test_index"] = test_pos
     for row in table.itertuples(index=False):
         log.info("margin %.3f: accuracy %.4f, FR %.4f", row.margin, row.accuracy, row.fr)
 

@@ -41,9 +41,10 @@ def pick_margin(margins: Sequence[float], wanted: float) -> tuple[float, str]:
 def load_run(exits: Path, exit_signals: dict, with_signals: bool = True) -> dict:
     """One run's test exits, thresholds and (optionally) its branches' exit signals.
 
-    Reads ``exits.npz``, ``thresholds.npz`` and ``branch{l}.npz`` (or
-    ``ztw_ensemble{l}.npz`` for a recipe whose exit signal is the ensemble)
-    from the run folder of ``exits``.
+    Reads ``exits.npz`` and ``thresholds.npz`` from the split folder of
+    ``exits`` and ``branch{l}.npz`` (or ``ztw_ensemble{l}.npz`` for a recipe
+    whose exit signal is the ensemble) from its run folder; the signals are
+    those of the split's test part (``test_index`` into the pool [val; test]).
 
     Returns:
         dict with ``recipe``, ``seed``, ``margins`` (M,), ``exit_branch`` (M, N),
@@ -53,11 +54,13 @@ def load_run(exits: Path, exit_signals: dict, with_signals: bool = True) -> dict
     exits = Path(exits)
     info = tables.parse_run_path(exits)
     folder = exits.parent
+    run_folder = folder.parent if folder.name.startswith("split") else folder
     for path in (exits, folder / "thresholds.npz"):
         if not path.is_file():
             raise CalexError(f"{path} does not exist; run sweep_margins first")
     with np.load(exits) as data:
         run = {**info, **{k: data[k] for k in ("margins", "exit_branch", "final_pred", "labels")}}
+        test_index = data["test_index"] if "test_index" in data.files else None
     with np.load(folder / "thresholds.npz") as data:
         run["thresholds"] = {k: data[k] for k in data.files}
     run["num_branches"] = int(next(iter(run["thresholds"].values())).shape[0])
@@ -65,12 +68,16 @@ def load_run(exits: Path, exit_signals: dict, with_signals: bool = True) -> dict
         stem = "ztw_ensemble" if exit_signals.get(info["recipe"]) == "ztw_ensemble" else "branch"
         run["conf"], run["pred"] = [], []
         for number in range(1, run["num_branches"] + 1):
-            path = folder / f"{stem}{number}.npz"
+            path = run_folder / f"{stem}{number}.npz"
             if not path.is_file():
                 raise CalexError(f"{path} does not exist; run the branch training of this recipe")
             with np.load(path) as data:
-                run["conf"].append(data["test_conf"].astype(np.float64))
-                run["pred"].append(data["test_pred"].astype(np.int64))
+                conf, pred = (data[f"test_{k}"] for k in ("conf", "pred"))
+                if test_index is not None:
+                    conf = np.concatenate([data["val_conf"], conf])[test_index]
+                    pred = np.concatenate([data["val_pred"], pred])[test_index]
+            run["conf"].append(conf.astype(np.float64))
+            run["pred"].append(pred.astype(np.int64))
     return run
 
 
