@@ -1,0 +1,130 @@
+"""Assembling the cascade module of one trained run from its files (SPEC section 11).
+
+``build_cascade`` reads the backbone (and probe), the feature cache's
+attributes, the branch heads and one margin's thresholds, and returns a
+``CascadeModel`` in eval mode.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from calex_steps.cascade.module import CascadeModel, ExitHead, split_backbone
+from calex_steps.cascade.sweep import margin_key
+from calex_steps.data.feature_cache import feature_kinds, features_meta
+from calex_steps.errors import CalexError
+from calex_steps.models.checkpoints import load_checkpoint, load_classifier, load_frozen_backbone
+from calex_steps.models.heads import PrototypeHead
+
+
+def load_head(path: str | Path, features_id: str, branch: int) -> tuple[PrototypeHead, dict]:
+    """A trained branch head from ``branch{l}.pt`` in eval mode, checked against the cache."""
+    ckpt = load_checkpoint(path)
+    if ckpt.get("features_id") != features_id or int(ckpt.get("branch", branch)) != branch:
+        raise CalexError(
+            f"{path} is branch {ckpt.get('branch')} of features '{ckpt.get('features_id')}', "
+            f"expected branch {branch} of '{features_id}'; pass the heads of this run"
+        )
+    head = PrototypeHead(**ckpt["head_config"])
+    head.load_state_dict(ckpt["state_dict"])
+    return head.eval().requires_grad_(False), ckpt
+
+
+def load_thresholds(path: str | Path, margin: float) -> torch.Tensor:
+    """The L×C thresholds of one margin from ``thresholds.npz``."""
+    if not Path(path).is_file():
+        raise CalexError(f"thresholds file {path} does not exist; run sweep_margins first")
+    with np.load(path) as z:
+        key = margin_key(margin)
+        if key not in z.files:
+            raise CalexError(
+                f"{path} has no margin {margin:g}; choose one of "
+                f"{', '.join(k[1:] for k in z.files)}"
+            )
+        return torch.from_numpy(z[key])
+
+
+def run_paths(run_dir: str | Path) -> dict[str, Path]:
+    """Default inputs of a run dir ``results/{d}/{b}/{r}/seed{s}`` (probe only if present)."""
+    run = Path(run_dir)
+    root = run.parent.parent
+    probe = root / "probe.pt"
+    return {
+        "backbone": root / "backbone.pt",
+        "probe": probe if probe.is_file() else None,
+        "features": root / "features.h5",
+        "thresholds": run / "split0" / "thresholds.npz",
+    }
+
+
+def exit_signal(ckpt: dict) -> tuple[str, float]:
+    """The exit signal a branch checkpoint's recipe uses: ("branch", 0) or ("boost", r)."""
+    settings = ckpt.get("settings") or {}
+    if ckpt["head_config"].get("cascade_input_dim", 0) > 0:
+        raise CalexError(
+            f"recipe '{ckpt.get('recipe')}' feeds earlier logits to its heads (ZTW); its "
+            "ensemble exit signal is not part of the cascade module; use another recipe"
+        )
+    if settings.get("target") == "boostnet":
+        return "boost", float(settings["boost_r"])
+    return "branch", 0.0
+
+
+def build_cascade(run_dir: str | Path | None, margin: float, *, backbone=None, probe=None,
+                  features=None, thresholds=None, branches=None, class_names=None,
+                  head_input: str = "cache",
+                  device: str | torch.device = "cpu") -> CascadeModel:  # fmt: skip
+    """Assemble the cascade of one trained run at one margin, in eval mode on ``device``.
+
+    Args:
+        run_dir: ``results/{d}/{b}/{r}/seed{s}``; it supplies every path not given
+            (backbone, probe, features two levels up; branch{l}.pt inside; thresholds in
+            ``split0/``).
+        margin: a CPM margin present in ``thresholds.npz``.
+        backbone, probe, features, thresholds: explicit paths (probe None = backbone fc).
+        branches: explicit ``branch{l}.pt`` paths, in cascade order.
+        class_names: names of the C classes (default ``class0..``).
+        head_input: ``cache`` = M from the form the cache stored (exact agreement with
+            the sweep), ``map`` = M from the raw map at every branch.
+    """
+    if head_input not in ("cache", "map"):
+        raise CalexError(f"head_input '{head_input}' is not one of cache, map")
+    paths = run_paths(run_dir) if run_dir is not None else {}
+    backbone = backbone or paths.get("backbone")
+    features = features or paths.get("features")
+    thresholds = thresholds or paths.get("thresholds")
+    probe = probe if probe is not None else paths.get("probe")
+    if not (backbone and features and thresholds):
+        raise CalexError("build_cascade needs --run-dir or the backbone, features and thresholds")
+    meta = features_meta(features)  # CalexError when missing
+    attach = list(meta["attach_points"])
+    if branches is None:
+        branches = [Path(run_dir) / f"branch{b}.pt" for b in range(1, len(attach) + 1)]
+    if len(branches) != len(attach):
+        raise CalexError(f"got {len(branches)} heads for attach points {attach}; pass one each")
+    model, bb = load_frozen_backbone(backbone, "cpu")
+    classifier = load_classifier(model, probe, "cpu")
+    segments, tail = split_backbone(model, classifier, attach)
+    loaded = [load_head(p, str(meta["features_id"]), b) for b, p in enumerate(branches, 1)]
+    kinds = feature_kinds(features, len(attach)) if head_input == "cache" else ["map"] * len(attach)
+    heads = [ExitHead(h, kind == "gram") for (h, _), kind in zip(loaded, kinds, strict=True)]
+    signal, r = exit_signal(loaded[0][1])
+    thr = load_thresholds(thresholds, margin)
+    num_classes = int(thr.shape[1])
+    names = list(class_names) if class_names else [f"class{i}" for i in range(num_classes)]
+    if len(names) != num_classes or classifier.out_features != num_classes:
+        raise CalexError(
+            f"{len(names)} class names, a {classifier.out_features}-way classifier and "
+            f"{num_classes} threshold columns disagree; pass the matching files"
+        )
+    info = {"recipe": loaded[0][1].get("recipe"), "seed": loaded[0][1].get("seed"),
+            "margin": float(margin), "arch": bb["arch"], "width": bb["width"],
+            "attach_points": attach, "feature_kinds": kinds,
+            "stage_macs": meta["stage_macs"], "head_macs": [c["head_macs"] for _, c in loaded],
+            "input_size": 32, "normalization": bb["normalization"]}  # fmt: skip
+    cascade = CascadeModel(segments, heads, tail, thr, bb["normalization"]["mean"],
+                           bb["normalization"]["std"], names, signal, r, info)  # fmt: skip
+    return cascade.eval().requires_grad_(False).to(device)

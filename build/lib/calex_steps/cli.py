@@ -1,0 +1,117 @@
+"""The plumbing every stage entry point shares: arguments, logging, device, exit codes.
+
+A stage module is ``build_parser()`` + ``run_<stage>(...)`` + ``main(argv)``;
+``main`` is one call to :func:`stage_main`, which parses the arguments, sets
+up logging to stderr (the rule redirects it to its log), applies
+``--threads``, logs the command line for provenance and turns a
+``CalexError`` into one line and exit code 1.
+
+Nothing here can change a result, so the workflow does not rerun anything
+when this module is edited (``calex_steps.workflow.code_deps``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import sys
+from collections.abc import Callable
+
+from calex_steps.errors import CalexError
+
+
+def setup_logging() -> logging.Logger:
+    """Log to stderr (the rule redirects it to its log file), one line per event."""
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+        force=True,
+    )
+    return logging.getLogger("calex")
+
+
+def parse_json_arg(text: str, flag: str = "--settings") -> dict:
+    """Parse a JSON-object argument (``--settings``), with a clear error on bad input."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CalexError(f"{flag} is not valid JSON ({exc})") from exc
+    if not isinstance(value, dict):
+        raise CalexError(f"{flag} must be a JSON object")
+    return value
+
+
+def stage_parser(module: str, description: str | None) -> argparse.ArgumentParser:
+    """The parser of ``python -m calex_steps.stages.<module>``, with the docstring as help."""
+    return argparse.ArgumentParser(
+        prog=f"python -m calex_steps.stages.{module}",
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def add_runtime_args(parser: argparse.ArgumentParser) -> None:
+    """The ``--device`` and ``--threads`` flags every torch stage takes."""
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+
+
+def set_threads(threads: int) -> None:
+    """Apply ``--threads`` (0 keeps torch's default)."""
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def resolve_device(name: str = "auto"):
+    """Return a ``torch.device`` from ``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
+    import torch
+
+    if not isinstance(name, str):
+        return name  # already a torch.device
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CalexError(
+            f"device '{name}' was requested but CUDA is not available; "
+            "set 'device: cpu' or 'device: auto' in the configuration"
+        )
+    return device
+
+
+def run_main(func: Callable[[list[str] | None], None], argv=None) -> int:
+    """Run an entry point's body; turn a ``CalexError`` into one line on stderr."""
+    try:
+        func(argv)
+    except CalexError as exc:
+        print(f"calex error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def stage_main(
+    build_parser: Callable[[], argparse.ArgumentParser],
+    body: Callable[[argparse.Namespace], object],
+    argv: list[str] | None = None,
+) -> int:
+    """Parse ``argv``, log the command, apply ``--threads``, run ``body(args)``.
+
+    Returns 0 on success and 1 on a ``CalexError`` (printed as one line).
+    """
+
+    def run(args_list: list[str] | None) -> None:
+        log = setup_logging()
+        args = build_parser().parse_args(args_list)
+        shown = sys.argv[1:] if args_list is None else args_list
+        log.info("%s %s", build_parser().prog, shlex.join(str(a) for a in shown))
+        if getattr(args, "threads", 0):
+            set_threads(args.threads)
+        body(args)
+
+    return run_main(run, argv)

@@ -1,0 +1,194 @@
+"""The feature cache ``features.h5`` (SPEC section 4, docs/formats.md): what it stores, reading it.
+
+Per split and attach point the cache holds the packed Gram matrix or the raw
+map, whichever is smaller (``use_gram``; the packed form is defined once, in
+``calex_steps.models.gram``), plus the classifier's logits, labels and
+indices. Root attributes record what produced it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from calex_steps.data.files import sha256_file
+from calex_steps.errors import CalexError
+from calex_steps.io import open_h5
+
+FEATURE_KINDS = ("gram", "map")
+SPLITS = ("train", "val", "test")
+
+
+def packed_size(d: int) -> int:
+    """Number of entries of the packed upper triangle of a d×d matrix: d(d+1)/2."""
+    return d * (d + 1) // 2
+
+
+def use_gram(d: int, h: int, w: int) -> bool:
+    """Store the packed Gram matrix when it is smaller than the raw map."""
+    return packed_size(d) < d * h * w
+
+
+def features_id(backbone_sha: str, classifier_sha: str, attach: list[str], data_attrs: dict) -> str:
+    """A stable identifier of what produced a cache; branch outputs record it."""
+    blob = json.dumps([backbone_sha, classifier_sha, attach, data_attrs], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _attr_value(value):
+    """An HDF5 attribute as a plain Python value; JSON containers are decoded."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8")
+    if isinstance(value, str):
+        # Only JSON objects/lists are decoded: a hash made of digits stays a string.
+        if value[:1] in ("[", "{"):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError:
+                return value
+        return value
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _open(path: str | os.PathLike) -> h5py.File:
+    """Open a feature cache read-only, with a clear error when it is missing or unreadable."""
+    return open_h5(path, "cache_features")
+
+
+def features_meta(path: str | os.PathLike) -> dict:
+    """Root attributes of a feature cache as a dict (JSON lists/objects decoded)."""
+    with _open(path) as f:
+        return {key: _attr_value(value) for key, value in f.attrs.items()}
+
+
+def _read_split(f: h5py.File, path, branch: int, split: str) -> dict:
+    """One split's arrays for attach point ``branch`` (1-based)."""
+    if split not in f:
+        raise CalexError(f"feature cache '{path}' has no split group '{split}'")
+    group = f[split]
+    name = f"feat{branch}"
+    for key in (name, "labels", "logits"):
+        if key not in group:
+            raise CalexError(
+                f"feature cache '{path}' has no dataset '{split}/{key}'; "
+                "check the branch number against the backbone's attach_points"
+            )
+    ds = group[name]
+    kind = _attr_value(ds.attrs.get("kind", ""))
+    if kind not in FEATURE_KINDS:
+        raise CalexError(f"'{path}' {split}/{name} has kind '{kind}', expected gram or map")
+    d, h, w = (int(ds.attrs[k]) for k in ("d", "h", "w"))
+    x = np.asarray(ds[...], dtype=np.float32)
+    expected = (packed_size(d),) if kind == "gram" else (d, h, w)
+    if x.shape[1:] != expected:
+        raise CalexError(
+            f"'{path}' {split}/{name} has shape {x.shape}, expected N×{expected} for kind {kind}"
+        )
+    labels = np.asarray(group["labels"][...], dtype=np.int64)
+    logits = np.asarray(group["logits"][...], dtype=np.float32)
+    if not (len(labels) == len(logits) == len(x)):
+        raise CalexError(f"'{path}' split '{split}': feat, labels and logits differ in length")
+    return {"x": x, "kind": kind, "d": d, "h": h, "w": w, "labels": labels, "logits": logits}
+
+
+def load_branch_inputs(
+    path: str | os.PathLike, branch: int, splits: tuple[str, ...] | list[str]
+) -> dict[str, dict]:
+    """Load one attach point's cached inputs for the given splits into RAM.
+
+    Args:
+        path: the ``features.h5`` file.
+        branch: 1-based attach point number (dataset ``feat{branch}``).
+        splits: split group names, e.g. ``("train", "val", "test")``.
+
+    Returns:
+        ``{split: {"x": float32 N×P or N×d×H×W, "kind": "gram"|"map", "d", "h", "w",
+        "labels": int64 N, "logits": float32 N×C}}``.
+    """
+    with _open(path) as f:
+        return {split: _read_split(f, path, branch, split) for split in splits}
+
+
+def check_provenance(features_path: str | os.PathLike, backbone_path: str | os.PathLike) -> None:
+    """Stop when a feature cache was not written from this backbone checkpoint."""
+    recorded = features_meta(features_path).get("backbone_sha256")
+    actual = sha256_file(backbone_path)
+    if recorded != actual:
+        raise CalexError(
+            f"feature cache '{features_path}' was written from another backbone checkpoint "
+            f"(recorded sha256 {str(recorded)[:12]}, '{backbone_path}' has {actual[:12]}); "
+            f"delete it and rerun the cache_features rule"
+        )
+
+
+def _attr_text(attrs, key: str, path: Path) -> str:
+    """A string root attribute of an HDF5 file, decoded; CalexError if absent."""
+    if key not in attrs:
+        raise CalexError(f"{path} has no root attribute '{key}'; rerun cache_features")
+    value = attrs[key]
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def read_sweep_inputs(path: Path) -> tuple[dict, dict]:
+    """Read labels, backbone predictions and cost attributes from ``features.h5``.
+
+    Returns:
+        splits: ``val``/``test`` -> {``labels`` (N,), ``backbone_pred`` (N,)}.
+        info: ``features_id``, ``stage_macs`` (dict), ``attach_points`` (list), ``num_classes``.
+    """
+    with open_h5(path, "cache_features") as f:
+        info = {
+            "features_id": _attr_text(f.attrs, "features_id", path),
+            "stage_macs": json.loads(_attr_text(f.attrs, "stage_macs", path)),
+            "attach_points": json.loads(_attr_text(f.attrs, "attach_points", path)),
+        }
+        splits = {}
+        for name in ("val", "test"):
+            if name not in f or "labels" not in f[name] or "logits" not in f[name]:
+                raise CalexError(
+                    f"{path} lacks {name}/labels or {name}/logits; rerun cache_features"
+                )
+            logits = f[name]["logits"][...]  # (N, C)
+            splits[name] = {
+                "labels": f[name]["labels"][...].astype(np.int64),
+                "backbone_pred": logits.argmax(axis=1).astype(np.int64),
+            }
+        info["num_classes"] = int(logits.shape[1])
+    return splits, info
+
+
+def cache_id(path: str | os.PathLike) -> str:
+    """The cache's ``features_id`` attribute (its file hash for a cache written without one);
+    branch outputs record it, and every later reader checks it."""
+    root = features_meta(path)
+    return str(root["features_id"]) if "features_id" in root else sha256_file(path)
+
+
+def read_train_targets(path: str | os.PathLike) -> tuple[np.ndarray, str]:
+    """y* = argmax of the backbone's train logits (int64 N) and the cache's ``features_id``."""
+    with _open(path) as f:
+        if "features_id" not in f.attrs or "train" not in f or "logits" not in f["train"]:
+            raise CalexError(f"'{path}' lacks features_id or train/logits; rerun cache_features")
+        fid = f.attrs["features_id"]
+        logits = f["train"]["logits"][...]
+    fid = fid.decode() if isinstance(fid, bytes) else str(fid)
+    return logits.argmax(axis=1).astype(np.int64), fid
+
+
+def feature_kinds(features: str | os.PathLike, num_branches: int) -> list[str]:
+    """How the cache stored each attach point (``gram`` or ``map``), from the test split."""
+    with h5py.File(features, "r") as f:
+        kinds = []
+        for b in range(1, num_branches + 1):
+            kind = f["test"][f"feat{b}"].attrs.get("kind", "")
+            kinds.append(kind.decode() if isinstance(kind, bytes) else str(kind))
+    return kinds

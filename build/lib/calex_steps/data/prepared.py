@@ -1,0 +1,89 @@
+"""``prepared.h5``: the one uniform file every source becomes (docs/formats.md).
+
+Three splits of uint8 images N×H×W×3 (RGB, HWC) with task labels, fine
+labels and the index of each sample in its original source split, plus root
+attributes saying where they came from.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from calex_steps import __version__
+from calex_steps.errors import CalexError
+from calex_steps.io import atomic_path
+
+SPLITS = ("train", "val", "test")
+_JSON_ATTRS = ("class_names", "fine_class_names", "settings")
+
+
+def write_prepared(path: str | Path, splits: dict[str, dict[str, np.ndarray]], attrs: dict) -> None:
+    """Write ``prepared.h5`` (docs/formats.md) atomically; lists and dicts become JSON."""
+    import h5py
+
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        for key, value in attrs.items():
+            f.attrs[key] = json.dumps(value) if key in _JSON_ATTRS else value
+        f.attrs["calex_version"] = __version__
+        for split in SPLITS:
+            group = f.create_group(split)
+            for name, arr in splits[split].items():
+                group.create_dataset(name, data=arr)
+
+
+def read_prepared(path: str | Path, split: str) -> dict[str, np.ndarray]:
+    """All arrays of one split of ``prepared.h5`` (images, labels, fine_labels, index, ...)."""
+    import h5py
+
+    if not Path(path).exists():
+        raise CalexError(f"prepared file {path} is missing; run the prepare_dataset rule first")
+    with h5py.File(path, "r") as f:
+        if split not in f:
+            raise CalexError(f"prepared file {path} has no split {split!r}; expected {SPLITS}")
+        return {name: ds[()] for name, ds in f[split].items()}
+
+
+def read_prepared_attrs(path: str | Path) -> dict:
+    """Root attributes of ``prepared.h5`` with the JSON ones decoded."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+    for key in _JSON_ATTRS:
+        if key in attrs:
+            attrs[key] = json.loads(attrs[key])
+    return attrs
+
+
+def read_arrays(path: str | Path, split: str, keys: tuple[str, ...]) -> tuple[np.ndarray, ...]:
+    """Named arrays of one split of ``prepared.h5`` (e.g. ``("images", "fine_labels")``)."""
+    import h5py
+
+    if not Path(path).is_file():
+        raise CalexError(f"prepared file {path} is missing; run the prepare_dataset rule first")
+    with h5py.File(path, "r") as f:
+        if split not in f:
+            raise CalexError(f"{path} has no '{split}' split; rerun prepare_dataset")
+        missing = [k for k in keys if k not in f[split]]
+        if missing:
+            raise CalexError(f"{path} split '{split}' lacks {missing}; rerun prepare_dataset")
+        return tuple(f[split][k][()] for k in keys)
+
+
+def read_class_names(path: str | Path) -> list[str]:
+    """The task's class names, the root attribute ``class_names`` of ``prepared.h5``."""
+    import h5py
+
+    if not Path(path).is_file():
+        raise CalexError(f"prepared file {path} does not exist; run prepare_dataset first")
+    try:
+        with h5py.File(path, "r") as f:
+            raw = f.attrs.get("class_names")
+    except OSError as exc:
+        raise CalexError(f"{path} is not a readable HDF5 file ({exc})") from exc
+    if raw is None:
+        raise CalexError(f"{path} has no 'class_names' attribute; rerun prepare_dataset")
+    return list(json.loads(raw.decode() if isinstance(raw, bytes) else str(raw)))

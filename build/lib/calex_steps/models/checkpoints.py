@@ -1,0 +1,133 @@
+"""Loading weights: a user's state dict into an architecture (strictly), and calex's own
+checkpoints (``backbone.pt``, ``probe.pt``, ``branch{l}.pt``) with the frozen backbone."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from os import PathLike
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from calex_steps import __version__
+from calex_steps.errors import CalexError
+from calex_steps.io import atomic_path
+from calex_steps.models.backbones import build_backbone, classifier_module
+
+
+def _extract_state_dict(obj: object, source: str) -> dict[str, torch.Tensor]:
+    """The tensor mapping inside a checkpoint: itself, or its 'state_dict' / 'model' entry."""
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model"):
+            if isinstance(obj.get(key), Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping) or not all(torch.is_tensor(v) for v in obj.values()):
+        raise CalexError(
+            f"{source}: no state dict found; expected a mapping of tensors or a dict "
+            "holding one under 'state_dict' or 'model'"
+        )
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def _first_mismatch(expected: Mapping, given: Mapping) -> tuple[str, int]:
+    """Describe the first key that differs (model order, then file order) and count all."""
+    problems = []
+    for key, tensor in expected.items():
+        if key not in given:
+            problems.append(f"missing key '{key}' (model expects shape {tuple(tensor.shape)})")
+        elif given[key].shape != tensor.shape:
+            problems.append(
+                f"shape mismatch at '{key}': checkpoint {tuple(given[key].shape)}, "
+                f"model {tuple(tensor.shape)}"
+            )
+    problems += [f"unexpected key '{key}'" for key in given if key not in expected]
+    return (problems[0] if problems else ""), len(problems)
+
+
+def load_weights(model: nn.Module, path_or_state_dict: str | PathLike | Mapping) -> nn.Module:
+    """Load a checkpoint into ``model`` strictly and return the model.
+
+    Accepts a file path or an in-memory dict: a raw state dict, or a dict holding
+    one under 'state_dict' (or 'model'); a leading ``module.`` is stripped. A
+    missing BatchNorm ``num_batches_tracked`` counter is tolerated (older files
+    lack it). Any other difference raises a one-line CalexError naming the first
+    mismatching key and the source.
+    """
+    if isinstance(path_or_state_dict, Mapping):
+        source, raw = "<state dict>", path_or_state_dict
+    else:
+        source = str(path_or_state_dict)
+        if not Path(source).is_file():
+            raise CalexError(f"backbone checkpoint '{source}' does not exist; check the path")
+        try:
+            raw = torch.load(source, map_location="cpu", weights_only=True)
+        except Exception as exc:  # unpickling errors have many types
+            first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise CalexError(f"{source}: cannot be read by torch.load ({first_line})") from exc
+    state = _extract_state_dict(raw, source)
+    expected = model.state_dict()
+    for key, tensor in expected.items():
+        if key.endswith("num_batches_tracked") and key not in state:
+            state[key] = tensor
+    problem, count = _first_mismatch(expected, state)
+    if problem:
+        more = f" (and {count - 1} more)" if count > 1 else ""
+        raise CalexError(
+            f"{source} does not fit {type(model).__name__}: {problem}{more}; "
+            "check the arch, width and num_classes the checkpoint was trained with"
+        )
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def load_checkpoint(path) -> dict:
+    """A calex checkpoint dict, with a clear error when the file is not one."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise CalexError(
+            f"cannot read checkpoint {path} ({exc}); rerun the rule that writes it"
+        ) from exc
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise CalexError(
+            f"{path} is not a calex checkpoint (no 'state_dict'); rerun the rule that writes it"
+        )
+    return ckpt
+
+
+def load_frozen_backbone(path, device) -> tuple[nn.Module, dict]:
+    """The backbone of ``backbone.pt`` in eval mode with gradients off, and its metadata."""
+    ckpt = load_checkpoint(path)
+    model = build_backbone(ckpt["arch"], ckpt["width"], ckpt["num_classes"])
+    model.load_state_dict(ckpt["state_dict"])
+    model.eval().requires_grad_(False)
+    return model.to(device), ckpt
+
+
+def load_classifier(model: nn.Module, probe_path, device) -> nn.Linear:
+    """The task classifier: the coarse probe when given, else the backbone's own."""
+    if not probe_path:
+        return classifier_module(model)[1]
+    ckpt = load_checkpoint(probe_path)
+    layer = nn.Linear(ckpt["in_features"], ckpt["num_classes"])
+    layer.load_state_dict(ckpt["state_dict"])
+    return layer.eval().requires_grad_(False).to(device)
+
+
+def save_head(path, head: nn.Module, meta: dict) -> None:
+    """Write a trained branch head as ``branch{l}.pt``: its config, CPU weights and ``meta``."""
+    state = {k: v.cpu() for k, v in head.state_dict().items()}
+    with atomic_path(path) as tmp:
+        torch.save({"head_config": head.config, "state_dict": state, **meta}, tmp)
+
+
+def save_checkpoint(path, module: nn.Module, **fields) -> dict:
+    """Write a calex checkpoint (``backbone.pt``, ``probe.pt``) atomically: ``fields``, the
+    module's CPU weights under ``state_dict`` and the calex version. Returns the dict."""
+    state = {k: v.cpu() for k, v in module.state_dict().items()}
+    ckpt = {**fields, "state_dict": state, "calex_version": __version__}
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
+    return ckpt

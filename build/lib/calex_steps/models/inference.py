@@ -1,0 +1,121 @@
+"""Running a frozen backbone: preprocessing, feature taps at attach points, accuracy,
+penultimate features, and the per-batch entries of the feature cache."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import nn
+
+from calex_steps.data.feature_cache import use_gram
+from calex_steps.data.prepared import read_arrays
+from calex_steps.errors import CalexError
+from calex_steps.models.backbones import classifier_module, resolve_module
+from calex_steps.models.gram import pack_gram
+
+
+class FeatureTap:
+    """Context manager that records, during forward passes, the outputs of named
+    modules (``features[name]``, e.g. N×d×H×W) and the classifier's input
+    (``penultimate``, N×F). Hooks are removed on exit; grad mode is the caller's."""
+
+    def __init__(self, model: nn.Module, attach_points: Iterable[str]) -> None:
+        self.attach_points = tuple(attach_points)
+        self._targets = {name: resolve_module(model, name) for name in self.attach_points}
+        self.classifier_name, self._classifier = classifier_module(model)
+        self.features: dict[str, torch.Tensor] = {}
+        self.penultimate: torch.Tensor | None = None
+        self._handles: list = []
+
+    def __enter__(self) -> FeatureTap:
+        for name, module in self._targets.items():
+            self._handles.append(module.register_forward_hook(self._recorder(name)))
+        self._handles.append(self._classifier.register_forward_pre_hook(self._record_input))
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _recorder(self, name: str):
+        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            self.features[name] = output
+
+        return hook
+
+    def _record_input(self, module: nn.Module, inputs: tuple) -> None:
+        self.penultimate = inputs[0].flatten(1)  # N×F
+
+
+def run_with_taps(
+    model: nn.Module, x: torch.Tensor, attach_points: Sequence[str]
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """One forward pass of ``x`` (N×3×H×W) returning (features by attach point in the
+    given order, penultimate N×F, logits N×C). Mode and grad are the caller's."""
+    with FeatureTap(model, attach_points) as tap:
+        logits = model(x)
+    missing = [name for name in attach_points if name not in tap.features]
+    if missing or tap.penultimate is None:
+        raise CalexError(
+            f"attach points {missing or '(classifier)'} did not run in the forward pass of "
+            f"{type(model).__name__}; choose modules the forward pass calls"
+        )
+    return {name: tap.features[name] for name in attach_points}, tap.penultimate, logits
+
+
+def preprocess(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 N×H×W×3 RGB -> float32 N×3×H×W: ``(images / 255 - mean) / std`` per channel,
+    on the device of ``images``."""
+    if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[-1] != 3:
+        raise CalexError(
+            f"preprocess expects uint8 images N×H×W×3, got {images.dtype} "
+            f"{tuple(images.shape)}; pass the 'images' array of the prepared file"
+        )
+    x = images.permute(0, 3, 1, 2).to(torch.float32).div(255.0)  # N×3×H×W in [0, 1]
+    m = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
+    return ((x - m) / s).contiguous()
+
+
+@torch.no_grad()
+def evaluate(model, images, labels, norm, device, batch_size: int = 512) -> float:
+    """Top-1 accuracy of ``model`` (in eval mode) on uint8 images."""
+    model.eval()
+    correct = 0
+    for start in range(0, len(images), batch_size):
+        x = preprocess(images[start : start + batch_size].to(device), norm["mean"], norm["std"])
+        correct += (model(x).argmax(1).cpu() == labels[start : start + batch_size]).sum().item()
+    return correct / max(len(images), 1)
+
+
+@torch.no_grad()
+def penultimate_features(model, images: torch.Tensor, norm: dict, device, batch_size: int = 512):
+    """Frozen penultimate features (N×F, float32, on ``device``) of uint8 images."""
+    chunks = []
+    for start in range(0, len(images), batch_size):
+        x = preprocess(images[start : start + batch_size].to(device), norm["mean"], norm["std"])
+        chunks.append(run_with_taps(model, x, [])[1])
+    return torch.cat(chunks)
+
+
+@torch.no_grad()
+def extract_batch(model, classifier, images, norm, attach, device):
+    """Per-attach-point cache entries (float32 numpy) and logits of one uint8 batch."""
+    x = preprocess(images.to(device), norm["mean"], norm["std"])
+    feats, penultimate, _ = run_with_taps(model, x, attach)
+    logits = classifier(penultimate)
+    entries = []
+    for name in attach:
+        fmap = feats[name]
+        d, h, w = fmap.shape[1:]
+        entries.append(pack_gram(fmap) if use_gram(d, h, w) else fmap)
+    return [e.float().cpu().numpy() for e in entries], logits.float().cpu().numpy(), feats
+
+
+def load_split(path, split: str, label_key: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (uint8 N×H×W×3) and labels (``labels`` or ``fine_labels``) of one split of
+    ``prepared.h5``, as CPU tensors."""
+    images, labels = read_arrays(path, split, ("images", label_key))
+    return torch.from_numpy(images), torch.from_numpy(labels)

@@ -1,0 +1,75 @@
+"""The house style of every figure: one colour per recipe, exit labels, saving as PNG and PDF.
+
+Each figure family is a module beside this one: a tidy-table builder (pure
+pandas) and a plotting function (tidy frame in, Figure out); the plot stages
+(``calex_steps.stages.plot_*``) read the run files and call them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on cluster nodes; must precede pyplot
+
+import matplotlib.pyplot as plt  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from calex_steps.io import atomic_path  # noqa: E402
+
+# One colour per recipe, fixed: the same recipe looks the same in every figure.
+RECIPE_COLORS = {
+    "calexnet": "#d62728",
+    "noalign": "#1f77b4",
+    "align_only": "#ff7f0e",
+    "kd_only": "#2ca02c",
+    "pteenet": "#9467bd",
+    "ztw": "#8c564b",
+    "boostnet": "#e377c2",
+}
+_SPARE_COLORS = ("#17becf", "#bcbd22", "#7f7f7f", "#393b79", "#637939", "#8c6d31")
+EXIT_PALETTE = "crest"  # sequential colours for exit positions B1..BL, backbone
+ACCURACY_FLOOR = 0.70  # below it an operating point is shaded as not useful
+
+
+def recipe_color(recipe: str, recipes: Sequence[str] = ()) -> str:
+    """The fixed colour of a known recipe; others take spare colours by position in ``recipes``."""
+    if recipe in RECIPE_COLORS:
+        return RECIPE_COLORS[recipe]
+    unknown = [r for r in recipes if r not in RECIPE_COLORS] or [recipe]
+    index = unknown.index(recipe) if recipe in unknown else 0
+    return _SPARE_COLORS[index % len(_SPARE_COLORS)]
+
+
+def exit_labels(num_branches: int) -> list[str]:
+    """Names of the exit positions: B1..BL then the backbone."""
+    return [f"B{b}" for b in range(1, num_branches + 1)] + ["backbone"]
+
+
+@contextlib.contextmanager
+def style() -> Iterator[None]:
+    """The house style, applied locally so that importing this module changes nothing."""
+    with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.85):
+        yield
+
+
+def save_figure(fig: plt.Figure, png: Path, pdf: Path) -> None:
+    """Write ``fig`` as PNG (150 dpi) and PDF atomically, then close it."""
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight", metadata={"Software": None})
+    with atomic_path(pdf) as tmp:
+        fig.savefig(tmp, format="pdf", bbox_inches="tight", metadata={"CreationDate": None})
+    plt.close(fig)
+
+
+def note_figure(message: str, title: str) -> plt.Figure:
+    """A small figure stating why a plot has no data (e.g. no correct exits at all)."""
+    with style():
+        fig, ax = plt.subplots(figsize=(6, 1.8))
+        ax.axis("off")
+        ax.set_title(title)
+        ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True)
+    return fig

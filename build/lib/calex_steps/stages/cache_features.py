@@ -1,0 +1,180 @@
+"""Stage `cache_features`: one pass of the frozen backbone writes ``features.h5`` (SPEC section 4).
+
+    python -m calex_steps.stages.cache_features --data results/D/prepared.h5 \
+        --backbone results/D/B/backbone.pt [--probe results/D/B/probe.pt] \
+        --attach '["layer1","layer2","layer3"]' --settings JSON --device auto \
+        --out results/D/B/features.h5
+
+Per split and attach point it stores the packed Gram matrix or the raw map,
+whichever is smaller, plus the final logits of backbone and classifier,
+labels and indices. It streams batches straight into preallocated HDF5
+datasets and renames the file into place only when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import h5py
+import torch
+
+from calex_steps import __version__
+from calex_steps.cli import (
+    add_runtime_args,
+    parse_json_arg,
+    resolve_device,
+    stage_main,
+    stage_parser,
+)
+from calex_steps.data.feature_cache import SPLITS, features_id, use_gram
+from calex_steps.data.files import sha256_file
+from calex_steps.errors import CalexError
+from calex_steps.io import atomic_path
+from calex_steps.models.checkpoints import load_classifier, load_frozen_backbone
+from calex_steps.models.flops import stage_macs
+from calex_steps.models.inference import extract_batch
+
+log = logging.getLogger("calex")
+OVERFIT_WARNING = 0.03  # val accuracy above test accuracy by more than this: warn
+
+
+def write_split(
+    out: h5py.File,
+    src: h5py.Group,
+    split: str,
+    model,
+    classifier,
+    norm,
+    attach,
+    batch_size: int,
+    device,
+) -> float:
+    """Stream one split into ``out``; returns the classifier's accuracy on it."""
+    n = len(src["labels"])
+    group = out.create_group(split)
+    for key in ("labels", "fine_labels", "index"):
+        group.create_dataset(key, data=src[key][()])
+    dsets, logits_ds = None, None
+    correct = 0
+    for start in range(0, n, batch_size):
+        images = torch.from_numpy(src["images"][start : start + batch_size])
+        entries, logits, feats = extract_batch(model, classifier, images, norm, attach, device)
+        if dsets is None:  # shapes are known after the first batch
+            dsets = []
+            for num, (name, entry) in enumerate(zip(attach, entries, strict=True), start=1):
+                d, h, w = feats[name].shape[1:]
+                ds = group.create_dataset(
+                    f"feat{num}",
+                    shape=(n, *entry.shape[1:]),
+                    dtype="f4",
+                    chunks=(min(256, n), *entry.shape[1:]),
+                )
+                ds.attrs.update(
+                    kind="gram" if use_gram(d, h, w) else "map", d=d, h=h, w=w, attach_point=name
+                )
+                dsets.append(ds)
+            logits_ds = group.create_dataset("logits", shape=(n, logits.shape[1]), dtype="f4")
+        for ds, entry in zip(dsets, entries, strict=True):
+            ds[start : start + len(entry)] = entry
+        logits_ds[start : start + len(logits)] = logits
+        correct += int((logits.argmax(1) == src["labels"][start : start + len(logits)]).sum())
+    return correct / max(n, 1)
+
+
+def run_cache_features(
+    data, backbone_path, probe_path, attach: list[str], settings: dict, device: str, out
+) -> dict:
+    """Write the feature cache of all splits; returns the root attributes written."""
+    dev = resolve_device(device)
+    model, bb = load_frozen_backbone(backbone_path, dev)
+    classifier = load_classifier(model, probe_path, dev)
+    backbone_sha = sha256_file(backbone_path)
+    classifier_sha = sha256_file(probe_path) if probe_path else backbone_sha
+    accs = {}
+    with h5py.File(data, "r") as src:
+        num_classes = int(src.attrs["num_classes"])
+        if classifier.out_features != num_classes:
+            raise CalexError(
+                f"the classifier of {backbone_path} has {classifier.out_features} outputs but "
+                f"{data} has {num_classes} classes; a hierarchical dataset needs the probe"
+            )
+        data_attrs = {
+            k: str(src.attrs[k]) for k in ("dataset", "source", "settings") if k in src.attrs
+        }
+        macs = stage_macs(bb["arch"], bb["width"], num_classes=num_classes, attach_points=attach)
+        attrs = {
+            "dataset": data_attrs.get("dataset", ""),
+            "arch": bb["arch"],
+            "width": float(bb["width"]),
+            "backbone_sha256": backbone_sha,
+            "classifier_sha256": classifier_sha,
+            "num_classes": num_classes,
+            "attach_points": json.dumps(attach),
+            "stage_macs": json.dumps(macs),
+            "features_id": features_id(backbone_sha, classifier_sha, attach, data_attrs),
+            "calex_version": __version__,
+        }
+        with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
+            f.attrs.update(attrs)
+            for split in SPLITS:
+                tic = time.perf_counter()
+                accs[split] = write_split(
+                    f,
+                    src[split],
+                    split,
+                    model,
+                    classifier,
+                    bb["normalization"],
+                    attach,
+                    settings["batch_size"],
+                    dev,
+                )
+                log.info(
+                    "%s: %d samples, classifier accuracy %.4f, %.1fs",
+                    split,
+                    len(src[split]["labels"]),
+                    accs[split],
+                    time.perf_counter() - tic,
+                )
+            f.attrs["accuracy"] = json.dumps(accs)
+    if accs["val"] - accs["test"] > OVERFIT_WARNING:
+        log.warning(
+            "validation accuracy %.4f exceeds test accuracy %.4f by more than %.0f points: the "
+            "backbone may have seen the validation images; calibrate on unseen data "
+            "(datasets.<key>.val_from: test)",
+            accs["val"],
+            accs["test"],
+            100 * OVERFIT_WARNING,
+        )
+    return attrs
+
+
+def build_parser():
+    """Command-line interface of the stage."""
+    p = stage_parser("cache_features", __doc__)
+    p.add_argument("--data", required=True, help="prepared.h5 of the dataset")
+    p.add_argument("--backbone", required=True, help="backbone.pt")
+    p.add_argument("--probe", nargs="*", default=[], help="probe.pt (hierarchical datasets)")
+    p.add_argument("--attach", required=True, help="JSON list of attach-point module names")
+    p.add_argument("--settings", required=True, help="JSON: the config's cache block")
+    add_runtime_args(p)
+    p.add_argument("--out", required=True)
+    return p
+
+
+def main(argv=None) -> int:
+    """Entry point: 0 on success, 1 on a CalexError (printed as one line)."""
+
+    def run(a) -> None:
+        probe = a.probe[0] if a.probe else None
+        settings = parse_json_arg(a.settings)
+        run_cache_features(a.data, a.backbone, probe, json.loads(a.attach), settings, a.device,
+                           a.out)  # fmt: skip
+
+    return stage_main(build_parser, run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,93 @@
+"""Stage `import_backbone`: bring your own trained backbone instead of pretraining.
+
+    python -m calex_steps.stages.import_backbone --data results/D/prepared.h5 \
+        --backbone JSON --checkpoint weights.th --device auto --out results/D/B/backbone.pt
+
+The user's state dict is loaded strictly into the configured architecture
+(one line names the first key that does not fit), then the backbone's own
+accuracy is measured on the prepared validation and test splits, and written
+into a calex ``backbone.pt`` like the one pretraining writes. When the
+validation samples were carved from the official test split, the accuracy on
+the whole official test split (validation + test) is reported too.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from calex_steps.cli import (
+    add_runtime_args,
+    parse_json_arg,
+    resolve_device,
+    stage_main,
+    stage_parser,
+)
+from calex_steps.data.files import sha256_file
+from calex_steps.data.prepared import read_prepared_attrs
+from calex_steps.models.backbones import build_backbone
+from calex_steps.models.checkpoints import load_weights, save_checkpoint
+from calex_steps.models.inference import evaluate, load_split
+
+log = logging.getLogger("calex")
+
+
+def run_import_backbone(data, backbone: dict, checkpoint, device: str, out) -> dict:
+    """Load, check and evaluate a user checkpoint; write it as ``backbone.pt``."""
+    dev = resolve_device(device)
+    attrs = read_prepared_attrs(data)
+    num_classes = int(attrs["num_fine_classes"])
+    model = build_backbone(backbone["arch"], backbone.get("width", 1.0), num_classes)
+    load_weights(model, checkpoint)
+    model.eval().requires_grad_(False).to(dev)
+    norm = backbone["normalization"]
+    counts, accs = {}, {}
+    for split in ("val", "test"):
+        images, labels = load_split(data, split, "fine_labels")
+        accs[split] = evaluate(model, images, labels, norm, dev)
+        counts[split] = len(labels)
+        log.info("backbone accuracy on %s: %.4f (%d images)", split, accs[split], counts[split])
+    fields = {
+        "arch": backbone["arch"],
+        "width": backbone.get("width", 1.0),
+        "num_classes": num_classes,
+        "normalization": norm,
+        "val_acc": accs["val"],
+        "test_acc": accs["test"],
+        "source_checkpoint": str(checkpoint),
+        "source_sha256": sha256_file(checkpoint),
+    }
+    if attrs.get("val_source") == "test":
+        whole = (accs["val"] * counts["val"] + accs["test"] * counts["test"]) / sum(counts.values())
+        fields["official_test_acc"] = whole
+        log.info(
+            "backbone accuracy on the whole official test split: %.4f (%d images)",
+            whole,
+            sum(counts.values()),
+        )
+    ckpt = save_checkpoint(out, model, **fields)
+    return ckpt
+
+
+def build_parser():
+    """Command-line interface of the stage."""
+    p = stage_parser("import_backbone", __doc__)
+    p.add_argument("--data", required=True, help="prepared.h5 of the dataset")
+    p.add_argument("--backbone", required=True, help="JSON: the config's backbones.<key> entry")
+    p.add_argument("--checkpoint", required=True, help="the user's trained weights (a state dict)")
+    add_runtime_args(p)
+    p.add_argument("--out", required=True)
+    return p
+
+
+def main(argv=None) -> int:
+    """Entry point: 0 on success, 1 on a CalexError (printed as one line)."""
+
+    def run(a) -> None:
+        backbone = parse_json_arg(a.backbone, "--backbone")
+        run_import_backbone(a.data, backbone, a.checkpoint, a.device, a.out)
+
+    return stage_main(build_parser, run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

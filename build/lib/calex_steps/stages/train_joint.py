@@ -1,0 +1,164 @@
+"""Stage `train_joint`: train all branches of a joint recipe (PTEEnet, BoostNet) at once.
+
+    python -m calex_steps.stages.train_joint --features results/D/B/features.h5 \
+        --recipe pteenet --settings JSON --seed 0 --device auto --threads 1 \
+        --out-heads .../branch1.pt .../branch2.pt .../branch3.pt \
+        --out-outputs .../branch1.npz .../branch2.npz .../branch3.npz
+
+The objectives and the training are ``calex_steps.training.joint``; the
+outputs are exactly those of sequential recipes, one head and one output file
+per branch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+
+import numpy as np
+import torch
+
+from calex_steps.cli import (
+    add_runtime_args,
+    parse_json_arg,
+    resolve_device,
+    stage_main,
+    stage_parser,
+)
+from calex_steps.data.branch_files import branch_meta, write_branch_outputs
+from calex_steps.data.feature_cache import SPLITS, cache_id, features_meta, load_branch_inputs
+from calex_steps.errors import CalexError
+from calex_steps.models.checkpoints import save_head
+from calex_steps.models.heads import head_macs
+from calex_steps.training.joint import (
+    JointHeads,
+    exit_cost_fractions,
+    fit_joint,
+    joint_outputs,
+    parse_joint_settings,
+)
+from calex_steps.training.scratch import drop_scratch
+
+
+def load_splits(features_path, num_branches: int) -> tuple[dict[str, dict], list[dict]]:
+    """All L attach points of the cache in RAM.
+
+    Returns:
+        per split: ``xs`` (L CPU tensors), backbone ``teacher`` logits (N×C), y* (N);
+        and per branch the train split's reader dict (``d``, ``h``, ``w``, ...).
+    """
+    per_branch = [load_branch_inputs(features_path, b, SPLITS) for b in range(1, num_branches + 1)]
+    out = {}
+    for sp in SPLITS:
+        teacher = torch.from_numpy(per_branch[0][sp]["logits"])
+        xs = [torch.from_numpy(inputs[sp]["x"]) for inputs in per_branch]
+        out[sp] = {"xs": xs, "teacher": teacher, "y": teacher.argmax(dim=1)}
+    return out, [inputs["train"] for inputs in per_branch]
+
+
+def run_train_joint(
+    features_path: str | os.PathLike,
+    settings: dict,
+    seed: int,
+    device: str | torch.device,
+    out_heads: list[str | os.PathLike],
+    out_outputs: list[str | os.PathLike],
+    log: logging.Logger | None = None,
+    *,
+    recipe: str,
+) -> dict:
+    """Train every branch of joint ``recipe`` and write ``branch{l}.pt``/``.npz`` for each.
+
+    ``out_heads``/``out_outputs`` hold one path per attach point of the cache,
+    in order. Returns ``agreement`` (split -> per-branch fraction of predictions
+    equal to y*), ``head_macs`` (per branch), ``loss_weights`` (BoostNet's g_l,
+    else None) and ``features_id``.
+    """
+    log = log or logging.getLogger("calex")
+    cfg = parse_joint_settings(settings)
+    device = resolve_device(device)
+    features_id = cache_id(features_path)
+    costs = exit_cost_fractions(features_meta(features_path), features_path)
+    if not len(out_heads) == len(out_outputs) == len(costs):
+        raise CalexError(
+            f"'{features_path}' has {len(costs)} attach points but got {len(out_heads)} head "
+            f"and {len(out_outputs)} output paths; pass one of each per branch"
+        )
+    data, infos = load_splits(features_path, len(costs))
+    num_classes = int(data["train"]["teacher"].shape[1])
+    configs = [
+        {
+            "d": i["d"],
+            "num_classes": num_classes,
+            "prototypes": cfg.prototypes,
+            "kind": cfg.head,
+            "cascade_input_dim": 0,
+        }
+        for i in infos
+    ]
+    fingerprint = {
+        "recipe": recipe,
+        "seed": seed,
+        "features_id": features_id,
+        "settings": dataclasses.asdict(cfg),
+        "head_configs": configs,
+        "costs": costs,
+    }
+    model = JointHeads(configs, seed, loss_weights=cfg.target == "boostnet").to(device)
+    if cfg.target == "pteenet":
+        log.info("pteenet: exit cost fractions %s; conf_epochs is not used", costs)
+    fit_joint(model, data["train"], cfg, costs, seed, fingerprint, out_heads[0], log)
+
+    r = cfg.boost_r if cfg.target == "boostnet" else None
+    outputs = {sp: joint_outputs(model, data[sp], r, cfg.batch_size) for sp in SPLITS}
+    weights = model.loss_weights()
+    macs = []
+    for b, (head, info) in enumerate(zip(model.heads, infos, strict=True), start=1):
+        macs.append(head_macs(head, info["d"], info["h"], info["w"]))
+        meta = branch_meta(recipe, seed, b, features_id, macs[-1], settings)
+        if weights is not None:
+            meta["loss_weights"] = weights
+        save_head(out_heads[b - 1], head, meta)
+        write_branch_outputs(out_outputs[b - 1], {sp: outputs[sp][b - 1] for sp in SPLITS}, meta)
+    drop_scratch(out_heads[0])
+    agreement = {
+        sp: [float(np.mean(o["pred"] == data[sp]["y"].numpy())) for o in outputs[sp]]
+        for sp in SPLITS
+    }
+    log.info("%s done: agreement with the backbone %s, head MACs %s", recipe, agreement, macs)
+    if weights is not None:
+        log.info("final loss weights g_l %s", weights)
+    return {
+        "agreement": agreement,
+        "head_macs": macs,
+        "loss_weights": weights,
+        "features_id": features_id,
+    }
+
+
+def build_parser():
+    """Command-line interface of the stage."""
+    p = stage_parser("train_joint", __doc__)
+    p.add_argument("--features", required=True, help="features.h5 of the dataset and backbone")
+    p.add_argument("--recipe", required=True, help="recipe name (recorded in the outputs)")
+    p.add_argument("--settings", required=True, help="JSON of the resolved recipe settings")
+    p.add_argument("--seed", type=int, required=True)
+    add_runtime_args(p)
+    p.add_argument("--out-heads", nargs="+", required=True, help="branch{l}.pt, in order")
+    p.add_argument("--out-outputs", nargs="+", required=True, help="branch{l}.npz, in order")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: 0 on success, 1 on a CalexError (printed as one line)."""
+
+    def run(a) -> None:
+        run_train_joint(a.features, parse_json_arg(a.settings), a.seed, a.device, a.out_heads,
+                        a.out_outputs, recipe=a.recipe)  # fmt: skip
+
+    return stage_main(build_parser, run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

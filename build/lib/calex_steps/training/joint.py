@@ -1,0 +1,276 @@
+"""Training all L branch heads of a joint recipe in one optimisation (SPEC section 8).
+
+Targets:
+  - ``pteenet``: the cumulative loss of :func:`calex_steps.training.joint_losses.pteenet_loss`
+    trains prototypes, cls and conf layers of every branch together for
+    ``cls_epochs``. There is no separate confidence stage, so ``conf_epochs``
+    is not used (the confidence is the exit gate h_l the loss itself learns; a
+    second correctness-BCE pass would replace PTEEnet's gate by the one every
+    other recipe uses).
+  - ``boostnet``: the additive loss of :func:`calex_steps.training.joint_losses.boostnet_loss`
+    trains prototypes and cls layers plus the L learnable loss weights for
+    ``cls_epochs``; then, per branch, the conf layer alone learns for
+    ``conf_epochs`` whether the additive prediction F_l is right, on a
+    representation computed once. The outputs' logits and predictions are F_l's.
+
+The cost fraction c_l of PTEEnet's exit l is the backbone's cumulative MACs
+through attach point l over its total (``stage_macs`` of the feature cache);
+head MACs are left out, so C_{L+1} = 1 is the backbone alone, as in SPEC.
+
+The outputs are exactly those of sequential recipes: ``branch{l}.pt`` and
+``branch{l}.npz`` per branch. Every epoch reseeds from (seed, stage, epoch) and
+saves a scratch checkpoint beside ``branch1.pt``, so a resumed run equals an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from calex_steps.errors import CalexError
+from calex_steps.models.heads import PrototypeHead
+from calex_steps.training.joint_losses import (
+    boost_chain,
+    boost_loss_weights,
+    boostnet_loss,
+    pteenet_loss,
+)
+from calex_steps.training.loops import EpochPlan, representations, run_stage
+from calex_steps.training.losses import confidence_bce
+from calex_steps.training.scratch import load_scratch, save_scratch
+from calex_steps.training.settings import HeadSchedule, check_schedule, keep_fields
+
+JOINT_TARGETS = ("pteenet", "boostnet")
+
+
+JOINT_TAG = 0  # the "branch" seed tag of the joint stage; per-branch stages use 1..L
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class JointSettings(HeadSchedule):
+    """The keys of a resolved joint recipe that training uses."""
+
+    pteenet_lambda: float | None = None
+    boost_r: float | None = None
+
+
+def parse_joint_settings(settings: dict) -> JointSettings:
+    """Check a resolved joint recipe and keep what training needs.
+
+    ``calibration`` and ``exit_signal`` are ignored; ``schedule`` must be
+    ``joint``, ``weighting`` ``uniform`` and ``cascade_input`` false when
+    present. ``pteenet_lambda`` is required for target pteenet, ``boost_r`` for
+    boostnet (each dropped for the other target). Any other key is an error.
+    """
+    fixed = {"schedule": "joint", "weighting": "uniform", "cascade_input": False}
+    for key, value in fixed.items():
+        if settings.get(key, value) != value:
+            raise CalexError(f"joint training needs '{key}: {value}', got {settings[key]!r}")
+    ignored = ("calibration", "exit_signal", *fixed)
+    kept = keep_fields(settings, JointSettings, "joint-training", lambda key: key in ignored)
+    if kept["target"] not in JOINT_TARGETS:
+        raise CalexError(f"target '{kept['target']}' is not a joint target {list(JOINT_TARGETS)}")
+    own = "pteenet_lambda" if kept["target"] == "pteenet" else "boost_r"
+    kept.pop("boost_r" if own == "pteenet_lambda" else "pteenet_lambda", None)
+    if own not in kept or float(kept[own]) < 0:
+        raise CalexError(f"target {kept['target']} needs '{own}' >= 0 in its recipe")
+    check_schedule(kept, "joint-training")
+    return JointSettings(**kept)
+
+
+def exit_cost_fractions(meta: dict, path) -> list[float]:
+    """c_l = stage_macs[attach_l] / stage_macs["total"] from a feature cache's root attributes."""
+    macs, points = meta.get("stage_macs"), meta.get("attach_points")
+    if not isinstance(macs, dict) or not isinstance(points, list) or "total" not in macs:
+        raise CalexError(
+            f"'{path}' lacks the stage_macs/attach_points attributes; rerun cache_features"
+        )
+    missing = [p for p in points if p not in macs]
+    if missing:
+        raise CalexError(f"'{path}' stage_macs has no entry for {missing}; rerun cache_features")
+    return [float(macs[p]) / float(macs["total"]) for p in points]
+
+
+class JointHeads(nn.Module):
+    """L prototype heads and, for BoostNet, the raw loss weights g̃ (L,), initialised to 0."""
+
+    def __init__(self, configs: list[dict], seed: int, loss_weights: bool) -> None:
+        super().__init__()
+        heads = []
+        for branch, config in enumerate(configs, start=1):
+            torch.manual_seed(seed * 1000 + branch)  # the init a sequential branch would get
+            heads.append(PrototypeHead(**config))
+        self.heads = nn.ModuleList(heads)
+        self.raw_weights = nn.Parameter(torch.zeros(len(configs))) if loss_weights else None
+
+    def forward(self, xs: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(cls logits, conf logits): L tensors N×C each, from L batch inputs."""
+        outs = [head(x) for head, x in zip(self.heads, xs, strict=True)]
+        return [o[0] for o in outs], [o[1] for o in outs]
+
+    def joint_parameters(self, target: str) -> list[nn.Parameter]:
+        """What the joint stage trains: everything (pteenet), or all but conf layers + g̃."""
+        if target == "pteenet":
+            return [p for head in self.heads for p in head.parameters()]
+        return [p for h in self.heads for p in h.classification_parameters()] + [self.raw_weights]
+
+    def loss_weights(self) -> list[float] | None:
+        """The normalised g_l as floats (None without learnable weights)."""
+        if self.raw_weights is None:
+            return None
+        return [float(g) for g in boost_loss_weights(self.raw_weights.detach())]
+
+
+def joint_batch_loss(model: JointHeads, cfg: JointSettings, costs: list[float]) -> Callable:
+    """``loss(xs, teacher) -> (per-sample loss N, per-branch agreement L×N)`` for the target."""
+
+    def loss(xs: list[torch.Tensor], teacher: torch.Tensor):
+        cls, conf = model(xs)
+        y = teacher.argmax(dim=1)
+        if cfg.target == "pteenet":
+            per_sample = pteenet_loss(cls, conf, teacher, costs, cfg.pteenet_lambda, "none")
+            preds = cls
+        else:
+            per_sample = boostnet_loss(cls, teacher, cfg.boost_r, model.raw_weights, "none")
+            preds = boost_chain(cls, cfg.boost_r)
+        return per_sample, torch.stack([p.argmax(dim=1) == y for p in preds])
+
+    return loss
+
+
+def run_joint_stage(
+    model: JointHeads,
+    train: dict,
+    cfg: JointSettings,
+    seed: int,
+    optimizer: torch.optim.Optimizer,
+    start_epoch: int,
+    save: Callable[[int], None],
+    log: logging.Logger,
+    costs: list[float],
+) -> None:
+    """Epochs ``start_epoch..cls_epochs-1`` of the joint stage, on the shared epoch loop.
+
+    The seed tag is ``JOINT_TAG`` in place of a branch number. Each log line
+    gives the mean loss, each branch's agreement with y* (of F_l for BoostNet)
+    and, for BoostNet, the current normalised loss weights.
+    """
+    batch_loss = joint_batch_loss(model, cfg, costs)
+    device = next(model.parameters()).device
+
+    def loss_of(idx: torch.Tensor):
+        xs = [x[idx].to(device) for x in train["xs"]]
+        return batch_loss(xs, train["teacher"][idx].to(device))
+
+    def describe(loss: float, agree: torch.Tensor) -> str:
+        weights = model.loss_weights()
+        shown = "" if weights is None else f" loss_weights {[round(g, 4) for g in weights]}"
+        return f"loss {loss:.4f} agree {[round(float(a), 3) for a in agree]}{shown}"
+
+    plan = EpochPlan(n=len(train["y"]), batch_size=cfg.batch_size, seed=seed, branch=JOINT_TAG)
+    model.train()
+    run_stage("cls", cfg.cls_epochs, start_epoch, loss_of, optimizer, cfg.lr, plan, save, log,
+              describe, label="joint stage")  # fmt: skip
+
+
+def _frozen(model: JointHeads, split: dict, r: float | None, batch_size: int):
+    """Eval-mode representations (L tensors N×R) and output logits (f_l, or F_l with ``r``)."""
+    heads_inputs = zip(model.heads, split["xs"], strict=True)
+    pairs = [representations(h, x, None, batch_size) for h, x in heads_inputs]
+    reps, fs = [p[0] for p in pairs], [p[1] for p in pairs]
+    return reps, (boost_chain(fs, r) if r is not None else fs)
+
+
+def train_confidences(
+    model: JointHeads,
+    train: dict,
+    cfg: JointSettings,
+    seed: int,
+    resume: tuple[int, int, dict | None],
+    saver: Callable[[str, int, torch.optim.Optimizer], Callable[[int], None]],
+    log: logging.Logger,
+) -> None:
+    """BoostNet's per-branch confidence stage: BCE on whether F_l's prediction is y*.
+
+    ``resume`` = (first branch to train, its first epoch, its optimizer state or None).
+    The representation and F_l are frozen, so they are computed once.
+    """
+    reps, f_add = _frozen(model, train, cfg.boost_r, cfg.batch_size)
+    y = train["y"].to(reps[0].device)
+    first_branch, first_epoch, opt_state = resume
+    for branch in range(first_branch, len(model.heads) + 1):
+        head, rep, logits = model.heads[branch - 1], reps[branch - 1], f_add[branch - 1]
+
+        def conf_batch(idx, head=head, rep=rep, logits=logits):
+            idx = idx.to(rep.device)
+            conf_logits, z = head.conf(rep[idx]), logits[idx]
+            loss = confidence_bce(conf_logits, z, y[idx], "none")
+            pred = z.argmax(dim=1, keepdim=True)
+            says_right = conf_logits.gather(1, pred).squeeze(1) > 0  # R > 0.5
+            return loss, says_right == (pred.squeeze(1) == y[idx])
+
+        opt = torch.optim.Adam(head.conf.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        start = first_epoch if branch == first_branch else 0
+        if branch == first_branch and opt_state is not None:
+            opt.load_state_dict(opt_state)
+        plan = EpochPlan(n=len(y), batch_size=cfg.batch_size, seed=seed, branch=branch)
+        save = saver("conf", branch, opt)
+        run_stage("conf", cfg.conf_epochs, start, conf_batch, opt, cfg.lr, plan, save, log)
+
+
+def fit_joint(model, train, cfg, costs, seed, fingerprint, scratch_at, log) -> None:
+    """The joint stage, then (BoostNet) the confidence stages, resuming from a scratch file."""
+    state = load_scratch(scratch_at, fingerprint)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        log.info(
+            "resuming stage %s branch %d after epoch %d",
+            state["stage"],
+            state["branch"],
+            state["epoch"],
+        )
+
+    def saver(stage: str, branch: int, opt: torch.optim.Optimizer) -> Callable[[int], None]:
+        def save(epoch: int) -> None:
+            scratch = {"fingerprint": fingerprint, "stage": stage, "branch": branch}
+            scratch |= {"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict()}
+            save_scratch(scratch_at, scratch)
+
+        return save
+
+    in_joint = state is None or state["stage"] == "joint"
+    joint_start = 0 if state is None else state["epoch"] if in_joint else cfg.cls_epochs
+    opt = torch.optim.Adam(
+        model.joint_parameters(cfg.target), lr=cfg.lr, weight_decay=cfg.weight_decay
+    )
+    if state is not None and in_joint:
+        opt.load_state_dict(state["optimizer"])
+    run_joint_stage(model, train, cfg, seed, opt, joint_start, saver("joint", 0, opt), log, costs)
+    if cfg.target == "boostnet":
+        resume = (1, 0, None)
+        if not in_joint:
+            resume = (state["branch"], state["epoch"], state["optimizer"])
+        train_confidences(model, train, cfg, seed, resume, saver, log)
+
+
+@torch.no_grad()
+def joint_outputs(model: JointHeads, split: dict, r: float | None, batch_size: int) -> list[dict]:
+    """Per branch: pred (int64 N), conf (float32 N), logits and confs (float32 N×C).
+
+    With ``r`` (BoostNet) the logits and predictions are the additive F_l.
+    """
+    reps, logits = _frozen(model, split, r, batch_size)
+    outs = []
+    for head, rep, z in zip(model.heads, reps, logits, strict=True):
+        confs = torch.sigmoid(head.conf(rep)).cpu().numpy().astype(np.float32)  # N×C
+        z = z.cpu().numpy().astype(np.float32)
+        pred = z.argmax(axis=1).astype(np.int64)
+        conf = np.take_along_axis(confs, pred[:, None], axis=1)[:, 0]
+        outs.append({"pred": pred, "conf": conf, "logits": z, "confs": confs})
+    return outs

@@ -1,0 +1,148 @@
+"""The epoch loop every training stage shares, and its seeding and schedule.
+
+All randomness of an epoch is drawn from a generator derived from the run
+seed and (tags, epoch), so a run that resumes at epoch e sees exactly the
+draws an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from calex_steps.errors import CalexError
+from calex_steps.training.losses import weighted_mean
+from calex_steps.training.weighting import sample_indices
+
+STAGES = ("cls", "conf")  # the seed tag of a stage is its index here
+
+
+def epoch_generator(seed: int, *tags: int) -> torch.Generator:
+    """A CPU generator for one epoch, derived from the run seed and tags.
+
+    Every source of randomness inside an epoch draws from it, so a run that
+    resumes at epoch e sees exactly the draws an uninterrupted run would.
+    """
+    value = seed
+    for tag in tags:
+        value = (value * 1_000_003 + tag) % (2**63 - 1)
+    return torch.Generator().manual_seed(value)
+
+
+def cosine_lr(base_lr: float, epoch: int, epochs: int) -> float:
+    """Cosine annealing from ``base_lr`` at epoch 0 towards 0 at ``epochs``."""
+    return 0.5 * base_lr * (1.0 + math.cos(math.pi * epoch / epochs))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def check_finite(loss: torch.Tensor, where: str) -> None:
+    """Stop with a clear message on a NaN or infinite loss."""
+    if not torch.isfinite(loss):
+        raise CalexError(
+            f"{where}: the loss became {loss.item()}; lower the learning rate "
+            "(the 'lr' key of this stage) or check the input data"
+        )
+
+
+def epoch_indices(n: int, weights: np.ndarray | None, gen: torch.Generator) -> torch.Tensor:
+    """One epoch's sample order: a permutation, or N weighted draws with replacement."""
+    if weights is None:
+        return torch.randperm(n, generator=gen)
+    rng = np.random.default_rng(gen.initial_seed())
+    return torch.from_numpy(sample_indices(weights, n, rng))
+
+
+@dataclasses.dataclass(frozen=True)
+class EpochPlan:
+    """How every epoch walks the training split.
+
+    ``branch`` tags the seed (1..L for a branch, 0 for a joint stage);
+    ``sampling`` = survivor weights to draw N indices from (None: a permutation);
+    ``loss_weights`` = mean-1 per-sample loss weights (None: plain mean).
+    """
+
+    n: int
+    batch_size: int
+    seed: int
+    branch: int
+    sampling: np.ndarray | None = None
+    loss_weights: torch.Tensor | None = None
+
+
+def run_stage(
+    name: str,
+    epochs: int,
+    start_epoch: int,
+    batch_loss: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    base_lr: float,
+    plan: EpochPlan,
+    on_epoch_end: Callable[[int], None],
+    log: logging.Logger,
+    describe: Callable[[float, torch.Tensor], str] | None = None,
+    label: str | None = None,
+) -> None:
+    """The epoch loop of every branch stage, sequential or joint.
+
+    ``batch_loss(idx)`` returns (per-sample loss N_b, hit flags N_b or L×N_b)
+    for the training indices ``idx``. Epochs ``start_epoch..epochs-1`` run; each
+    one reseeds from (seed, branch, stage, epoch), sets the cosine learning
+    rate, and ends with ``on_epoch_end(epochs_done)`` (the scratch save) and one
+    log line: ``label`` (default: the branch and stage), the epoch, and
+    ``describe(mean loss, hit rate)`` (default: the loss and the hit rate).
+    """
+    where = label or f"branch {plan.branch} stage {name}"
+    for epoch in range(start_epoch, epochs):
+        began = time.perf_counter()
+        gen = epoch_generator(plan.seed, plan.branch, STAGES.index(name), epoch)
+        torch.manual_seed(gen.initial_seed())  # dropout draws from the global generator
+        set_lr(optimizer, cosine_lr(base_lr, epoch, epochs))
+        order = epoch_indices(plan.n, plan.sampling, gen)
+        loss_sum, hits = 0.0, torch.zeros(())
+        for start in range(0, plan.n, plan.batch_size):
+            idx = order[start : start + plan.batch_size]
+            per_sample, hit = batch_loss(idx)
+            w = None if plan.loss_weights is None else plan.loss_weights[idx]
+            loss = weighted_mean(per_sample, None if w is None else w.to(per_sample.device))
+            check_finite(loss, f"{where} epoch {epoch + 1}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.item() * len(idx)
+            hits = hits + hit.sum(dim=-1).cpu().float()
+        on_epoch_end(epoch + 1)
+        rate, mean_loss = hits / plan.n, loss_sum / plan.n
+        if describe is None:
+            what = "agree" if name == "cls" else "conf_acc"
+            stats = f"loss {mean_loss:.4f} {what} {float(rate):.3f}"
+        else:
+            stats = describe(mean_loss, rate)
+        spent = time.perf_counter() - began
+        log.info("%s epoch %d/%d %s %.1fs", where, epoch + 1, epochs, stats, spent)
+
+
+@torch.no_grad()
+def representations(
+    head, x: torch.Tensor, prev: torch.Tensor | None, batch_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(representation N×R, cls logits N×C) of a ``PrototypeHead`` in eval mode, on its device."""
+    head.eval()
+    device = next(head.parameters()).device
+    reps, logits = [], []
+    for start in range(0, len(x), batch_size):
+        xb = x[start : start + batch_size].to(device)
+        pb = None if prev is None else prev[start : start + batch_size].to(device)
+        rep = head.represent(head.responses(xb), pb)
+        reps.append(rep)
+        logits.append(head.cls(rep))
+    return torch.cat(reps), torch.cat(logits)

@@ -1,0 +1,44 @@
+"""Resumable training state: a scratch checkpoint beside a stage's output.
+
+Every long training stage saves one after each epoch; a rerun with the same
+settings (the same fingerprint) continues from it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from calex_steps.io import atomic_path
+
+
+def scratch_path(out: str | os.PathLike) -> Path:
+    """Where a training stage keeps its resumable state, beside its output."""
+    out = Path(out)
+    return out.with_name(out.name + ".scratch")
+
+
+def save_scratch(out, state: dict) -> None:
+    """Write the resumable state atomically (an interrupted write leaves the old one)."""
+    with atomic_path(scratch_path(out)) as tmp:
+        torch.save(state, tmp)
+
+
+def load_scratch(out, fingerprint: dict) -> dict | None:
+    """The saved state if it was made by the same settings, else None."""
+    path = scratch_path(out)
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # a scratch file is disposable: start over
+        return None
+    if state.get("fingerprint") != fingerprint:
+        return None
+    return state
+
+
+def drop_scratch(out) -> None:
+    scratch_path(out).unlink(missing_ok=True)
