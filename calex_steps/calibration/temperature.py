@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.optimize import minimize_scalar
-from scipy.special import logsumexp
 
 from calex_steps.errors import CalexError
 
@@ -18,8 +17,23 @@ T_RANGE = (0.05, 20.0)  # the search interval of T
 
 def nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
     """Mean negative log-likelihood of softmax(logits / T) at the labels."""
-    z = logits / temperature
-    return float(np.mean(logsumexp(z, axis=1) - z[np.arange(z.shape[0]), labels]))
+    return _NLL(logits, labels)(temperature)
+
+
+class _NLL:
+    """``nll`` as a function of T alone; the shifted logits are computed once.
+
+    With d = z - max_c z (every entry <= 0), -log softmax(z/T)_y = log sum_c exp(d_c/T) - d_y/T.
+    """
+
+    def __init__(self, logits, labels):
+        z = np.asarray(logits, dtype=np.float64)
+        self.d = z - z.max(axis=1, keepdims=True)  # (N, C)
+        self.d_y = self.d[np.arange(z.shape[0]), labels]  # (N,)
+
+    def __call__(self, temperature: float) -> float:
+        total = np.log(np.exp(self.d / temperature).sum(axis=1))
+        return float(np.mean(total - self.d_y / temperature))
 
 
 def fit_temperature(logits, labels) -> float:
@@ -46,10 +60,11 @@ def fit_temperature(logits, labels) -> float:
     if not np.all(np.isfinite(z)):
         raise CalexError("the branch logits hold NaN or infinite values; check the branch files")
     lo, hi = np.log(T_RANGE)
+    loss = _NLL(z, y)
     result = minimize_scalar(
-        lambda log_t: nll(z, y, float(np.exp(log_t))),
+        lambda log_t: loss(float(np.exp(log_t))),
         bounds=(lo, hi),
         method="bounded",
-        options={"xatol": 1e-5},
+        options={"xatol": 1e-4},  # T to about 0.01 %
     )
     return float(np.exp(result.x))
