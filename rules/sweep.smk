@@ -19,16 +19,16 @@ rule sweep_margins:
         "logs/sweep_margins/{dataset}/{backbone}/{recipe}/seed{seed}/split{split}.log",
     benchmark:
         "benchmarks/sweep_margins/{dataset}/{backbone}/{recipe}/seed{seed}/split{split}.tsv"
-    params:
-        settings=lambda w: as_json(
-            sweep_settings(CFG, w.recipe, w.dataset, int(w.split))
-        ),
+    conda:
+        "../envs/calex.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=15,
-    conda:
-        "../envs/calex.yaml"
+    params:
+        settings=lambda w: as_json(
+            sweep_settings(CFG, w.recipe, w.dataset, int(w.split))
+        ),
     shell:
         "python -m calex_steps.stages.sweep_margins --features {input.features}"
         " --branches {input.branches} --settings {params.settings:q}"

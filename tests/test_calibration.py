@@ -272,29 +272,13 @@ def test_top_of_the_signal_range_is_the_never_exit_candidate():
     # A patience-like signal in 1..3: the top is 3, not 1.
     conf = np.array([3.0, 3.0, 2.0, 1.0])
     pred = np.zeros(4, np.int64)
-    labels = np.array([0, 0, 0, 1])
-    thr = calibrate_margins(
-        [conf],
-        [pred],
-        [0.1],
-        get_target("cpm"),
-        2,
-        cascade_aware=False,
-        labels=labels,
-        backbone_pred=labels,
-        top=3.0,
-    )
-    np.testing.assert_array_equal(thr[0, 0], [1.0, 3.0])
-    wrong = np.array([1, 1, 1, 1])
-    thr = calibrate_margins(
-        [conf],
-        [pred],
-        [0.1],
-        get_target("cpm"),
-        2,
-        cascade_aware=False,
-        labels=wrong,
-        backbone_pred=labels,
-        top=3.0,
-    )
-    np.testing.assert_array_equal(thr[0, 0], [3.0, 3.0])  # nothing qualifies: never exit
+    backbone = np.array([0, 0, 0, 1])
+
+    def thresholds(labels):
+        cpm = get_target("cpm")
+        return calibrate_margins([conf], [pred], [0.1], cpm, 2, cascade_aware=False,
+                                 labels=labels, backbone_pred=backbone, top=3.0)[0, 0]  # fmt: skip
+
+    np.testing.assert_array_equal(thresholds(backbone), [1.0, 3.0])
+    # Every exit wrong: nothing qualifies, and the answer is the top (never exit), not 1.
+    np.testing.assert_array_equal(thresholds(np.ones(4, np.int64)), [3.0, 3.0])
