@@ -1,4 +1,5 @@
-"""The cascade simulator: the first releasing branch wins, else the backbone answers."""
+"""The cascade simulator: the first releasing branch wins, else the backbone answers; many
+operating points at once; per-exit times predicted from measured segment times."""
 
 import re
 
