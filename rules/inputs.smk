@@ -1,4 +1,5 @@
 # Input functions: which files a job reads, decided from the wildcards and the study.
+from calex_steps.workflow.config import branch_recipe, split_source, sweep_settings
 
 
 def probe_input(wildcards):
@@ -16,10 +17,35 @@ def previous_branches(wildcards):
     return per_branch(run_dir(wildcards), "branch", int(wildcards.branch) - 1)
 
 
+def branch_run(wildcards, split=0):
+    """The run folder holding the branch files a recipe uses: its own, or that of its
+    branches_from recipe; for split k of a dataset that retrains per split, the run of
+    the derived dataset `<key>-split<k>`."""
+    return run_path(
+        split_source(CFG, wildcards.dataset, split),
+        wildcards.backbone,
+        branch_recipe(CFG, wildcards.recipe),
+        wildcards.seed,
+    )
+
+
+def sweep_features(wildcards):
+    """The feature cache a sweep reads (the derived dataset's for a retrained split)."""
+    dataset = split_source(CFG, wildcards.dataset, int(wildcards.split))
+    return f"{RESULTS}/{dataset}/{wildcards.backbone}/features.h5"
+
+
 def exit_signal_files(wildcards):
     """What the sweep thresholds: ZTW's ensemble files, else the branch files."""
     count = num_branches(wildcards.backbone)
-    return per_branch(run_dir(wildcards), signal_stem(wildcards.recipe), count)
+    run = branch_run(wildcards, int(wildcards.split))
+    return per_branch(run, signal_stem(wildcards.recipe), count)
+
+
+def segments_file(wildcards):
+    """The measured segment times of a (dataset, backbone) (rule measure_segments), from
+    which a sweep predicts its latency reduction (`--segments`)."""
+    return f"{RESULTS}/{wildcards.dataset}/{wildcards.backbone}/latency/segments.json"
 
 
 def deployable_recipes():

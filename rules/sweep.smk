@@ -1,14 +1,17 @@
-# Stage 4: CPM calibration at every margin and the cascade on test (SPEC section 7),
-# once per calibration/test split of the held-out samples (study.splits).
+# Stage 4: calibration at every margin of the frontier grid and the cascade on test
+# (SPEC section 7, docs/calibration.md), once per calibration/test split (study.splits).
+# A recipe with branches_from sweeps another recipe's branch files; split k of a dataset
+# that retrains per split reads the files of its derived dataset `<key>-split<k>`.
 
 
 rule sweep_margins:
     input:
-        features=FEATURES,
+        features=sweep_features,
         branches=exit_signal_files,
         code=code("sweep_margins"),
     output:
         table=f"{SPLIT_PATTERN}/sweep.csv",
+        frontier=f"{SPLIT_PATTERN}/frontier.csv",
         thresholds=f"{SPLIT_PATTERN}/thresholds.npz",
         exits=f"{SPLIT_PATTERN}/exits.npz",
         per_class=f"{SPLIT_PATTERN}/per_class_exits.csv",
@@ -24,15 +27,11 @@ rule sweep_margins:
         runtime=15,
     params:
         settings=lambda w: as_json(
-            {
-                "margins": CFG["sweep"]["margins"],
-                "calibration": CFG["recipes"][w.recipe]["calibration"],
-                "split": int(w.split),
-                "split_seed": dataset_cfg(w).get("split_seed", 0),
-            }
+            sweep_settings(CFG, w.recipe, w.dataset, int(w.split))
         ),
     shell:
         "python -m calex_steps.stages.sweep_margins --features {input.features}"
         " --branches {input.branches} --settings {params.settings:q}"
-        " --out-table {output.table} --out-thresholds {output.thresholds}"
-        " --out-exits {output.exits} --out-per-class {output.per_class} > {log} 2>&1"
+        " --out-table {output.table} --out-frontier {output.frontier}"
+        " --out-thresholds {output.thresholds} --out-exits {output.exits}"
+        " --out-per-class {output.per_class} > {log} 2>&1"

@@ -1,11 +1,20 @@
-"""CPM thresholds (SPEC section 7): hand cases, a brute-force reference, cascade calibration."""
+"""Calibration targets (SPEC section 7, docs/calibration.md): hand cases, brute-force
+references, cascade calibration, many margins at once."""
 
 import re
 
 import numpy as np
 import pytest
 
-from calex_steps.calibration import calibrate_cascade, cpm_thresholds, reference_precision
+from calex_steps.calibration import (
+    agree_thresholds,
+    calibrate_cascade,
+    calibrate_margins,
+    cpm_thresholds,
+    get_target,
+    matched_thresholds,
+    reference_precision,
+)
 from calex_steps.errors import CalexError
 
 
@@ -152,3 +161,124 @@ def test_calibrate_cascade_rejects_mismatched_lengths():
         calibrate_cascade(
             [np.ones(3)], [np.zeros(3, np.int64)], np.zeros(4, np.int64), np.ones(2), 0.1, 2, True
         )
+
+
+# ---- matched and agree (docs/calibration.md) -------------------------------------------
+
+
+def brute_force_target(conf, pred, labels, backbone, margin, num_classes, rule, top=1.0):
+    """The shared candidate rules read literally, with ``rule(exits)`` deciding a set."""
+    out = np.full(num_classes, top)
+    for i in range(num_classes):
+        cand = [j for j in range(len(conf)) if pred[j] == i]
+        for t in sorted({float(conf[j]) for j in cand} | {top}):
+            exits = [j for j in cand if float(conf[j]) > t]
+            if exits and rule(exits, pred, labels, backbone, 1.0 - margin):
+                out[i] = t
+                break
+    return out
+
+
+def matched_rule(exits, pred, labels, backbone, keep):
+    hits = sum(pred[j] == labels[j] for j in exits)
+    return hits >= keep * sum(backbone[j] == labels[j] for j in exits)
+
+
+def agree_rule(exits, pred, labels, backbone, keep):
+    return sum(pred[j] == backbone[j] for j in exits) >= keep * len(exits)
+
+
+def random_case(rng):
+    n, c = int(rng.integers(1, 60)), int(rng.integers(1, 5))
+    levels = int(rng.integers(2, 12))
+    conf = (rng.integers(0, levels + 1, n) / levels).astype(np.float32)
+    pred = rng.integers(0, c, n)
+    labels = np.where(rng.random(n) < 0.6, pred, rng.integers(0, c, n))
+    backbone = np.where(rng.random(n) < 0.7, labels, rng.integers(0, c, n))
+    margin = float(rng.choice([0.0, 0.01, 0.1, 0.25, 0.5, 0.8, 1.0]))
+    return conf, pred, labels, backbone, margin, c
+
+
+@pytest.mark.parametrize(
+    ("function", "rule"), [(matched_thresholds, matched_rule), (agree_thresholds, agree_rule)]
+)
+def test_targets_match_brute_force_on_random_cases_with_ties(function, rule):
+    rng = np.random.default_rng(3)
+    for case in range(300):
+        conf, pred, labels, backbone, margin, c = random_case(rng)
+        got = function(conf, pred, labels, backbone, margin, c)
+        want = brute_force_target(conf, pred, labels, backbone, margin, c, rule)
+        np.testing.assert_array_equal(got, want, err_msg=f"case {case}")
+
+
+def test_matched_compares_with_the_backbone_on_the_released_samples():
+    conf = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
+    pred = np.zeros(5, np.int64)
+    labels = np.array([0, 1, 0, 1, 1])  # the branch is right on 0.9 and 0.7
+    backbone = np.array([0, 1, 0, 0, 0])  # the backbone on 0.9, 0.8 and 0.7
+    # t = 0.5 releases the four above it: branch right 2, backbone 3; 2 >= 0.66 * 3.
+    assert matched_thresholds(conf, pred, labels, backbone, 0.34, 2)[0] == 0.5
+    # At m = 0.3, 2 < 0.7 * 3 above 0.5 and 0.6, 1 < 0.7 * 2 above 0.7; 1 >= 0.7 above 0.8.
+    assert matched_thresholds(conf, pred, labels, backbone, 0.3, 2)[0] == 0.8
+    # A backbone wrong on the same samples as the branch: nothing is lost even at m = 0.
+    assert matched_thresholds(conf, pred, labels, pred, 0.0, 2)[0] == 0.5
+
+
+def test_agree_reads_no_labels():
+    conf = np.array([0.9, 0.8, 0.7, 0.6])
+    pred = np.array([1, 1, 1, 1])
+    backbone = np.array([1, 1, 0, 1])
+    # The branch agrees with the backbone on 2 of the 3 samples above 0.6, on both above 0.7.
+    assert agree_thresholds(conf, pred, None, backbone, 0.0, 2)[1] == 0.7
+    assert agree_thresholds(conf, pred, None, backbone, 0.34, 2)[1] == 0.6
+    assert agree_thresholds(conf, pred, None, backbone, 0.34, 2)[0] == 1.0  # never predicted
+    with pytest.raises(CalexError, match="needs the calibration labels"):
+        matched_thresholds(conf, pred, None, backbone, 0.1, 2)
+
+
+@pytest.mark.parametrize("target", ["cpm", "matched", "agree"])
+@pytest.mark.parametrize("cascade_aware", [False, True])
+def test_many_margins_at_once_equal_one_margin_at_a_time(target, cascade_aware):
+    rng = np.random.default_rng(4)
+    n, c = 400, 4
+    labels = rng.integers(0, c, n)
+    backbone = np.where(rng.random(n) < 0.8, labels, rng.integers(0, c, n))
+    preds = [np.where(rng.random(n) < acc, labels, rng.integers(0, c, n)) for acc in (0.5, 0.7)]
+    confs = [np.round(rng.random(n), 2) for _ in preds]
+    margins = [0.0, 0.01, 0.1, 0.3, 0.8]
+    single = {"cpm": cpm_thresholds, "matched": matched_thresholds, "agree": agree_thresholds}
+    ref = reference_precision(backbone, labels, c)
+    got = calibrate_margins(
+        confs,
+        preds,
+        margins,
+        get_target(target),
+        c,
+        cascade_aware=cascade_aware,
+        labels=labels,
+        backbone_pred=backbone,
+    )
+    for row, margin in enumerate(margins):
+        keep = np.ones(n, dtype=bool)
+        for b, (conf, pred) in enumerate(zip(confs, preds, strict=True)):
+            other = ref if target == "cpm" else backbone[keep]
+            want = single[target](conf[keep], pred[keep], labels[keep], other, margin, c)
+            np.testing.assert_array_equal(got[row, b], want, err_msg=f"m={margin} branch {b}")
+            if cascade_aware:
+                keep &= ~(conf > want[pred])
+
+
+def test_top_of_the_signal_range_is_the_never_exit_candidate():
+    # A patience-like signal in 1..3: the top is 3, not 1.
+    conf = np.array([3.0, 3.0, 2.0, 1.0])
+    pred = np.zeros(4, np.int64)
+    backbone = np.array([0, 0, 0, 1])
+
+    def thresholds(labels):
+        cpm = get_target("cpm")
+        return calibrate_margins([conf], [pred], [0.1], cpm, 2, cascade_aware=False,
+                                 labels=labels, backbone_pred=backbone, top=3.0)[0, 0]  # fmt: skip
+
+    np.testing.assert_array_equal(thresholds(backbone), [1.0, 3.0])
+    # Every exit wrong: nothing qualifies, and the answer is the top (never exit), not 1.
+    np.testing.assert_array_equal(thresholds(np.ones(4, np.int64)), [3.0, 3.0])

@@ -1,9 +1,13 @@
-"""The cascade simulator: the first releasing branch wins, else the backbone answers."""
+"""The cascade simulator: the first releasing branch wins, else the backbone answers; many
+operating points at once; per-exit times predicted from measured segment times."""
+
+import re
 
 import numpy as np
 import pytest
 
 from calex_steps.cascade import run_cascade
+from calex_steps.cascade.simulate import segment_times
 from calex_steps.errors import CalexError
 
 THRESHOLDS = [np.array([0.5, 0.9]), np.array([0.6, 0.6]), np.array([0.2, 0.2])]
@@ -50,3 +54,55 @@ def test_mismatches_raise():
         run_cascade([np.ones(3)], [np.zeros(3, np.int64)], THRESHOLDS[:1], np.zeros(2))
     with pytest.raises(CalexError, match="outside its 2 thresholds"):
         run_cascade([np.ones(2)], [np.array([0, 2])], THRESHOLDS[:1], np.zeros(2))
+
+
+def test_many_operating_points_at_once_equal_one_at_a_time():
+    rng = np.random.default_rng(0)
+    confs = [rng.random(40) for _ in range(3)]
+    preds = [rng.integers(0, 4, 40) for _ in range(3)]
+    backbone = rng.integers(0, 4, 40)
+    stacked = [rng.random((5, 4)) for _ in range(3)]  # 5 operating points
+    exit_branch, final_pred = run_cascade(confs, preds, stacked, backbone)
+    assert exit_branch.shape == final_pred.shape == (5, 40)
+    for row in range(5):
+        one = run_cascade(confs, preds, [t[row] for t in stacked], backbone)
+        np.testing.assert_array_equal(exit_branch[row], one[0])
+        np.testing.assert_array_equal(final_pred[row], one[1])
+
+
+SEGMENTS = {
+    "device": "cpu",
+    "threads": 2,
+    "torch": "2.14.1",
+    "attach_points": ["layer1", "layer2", "layer3"],
+    "batch_sizes": [1, 256],
+    "per_batch": {
+        "256": {
+            "segments_ms": [1.0, 2.0, 3.0],
+            "tail_ms": 4.0,
+            "backbone_ms": 9.5,
+            "heads_ms": {"augmented": [0.1, 0.2, 0.3], "basic": [0.01, 0.02, 0.03]},
+        }
+    },
+}
+
+
+def test_segment_times_by_exit_position():
+    times, backbone = segment_times(SEGMENTS, ["layer1", "layer2", "layer3"], 256, "augmented")
+    np.testing.assert_allclose(times, [1.1, 3.3, 6.6, 10.6])
+    assert backbone == 9.5
+    times, _ = segment_times(SEGMENTS, ["layer1", "layer2", "layer3"], 256, "basic")
+    np.testing.assert_allclose(times, [1.01, 3.03, 6.06, 10.06])
+
+
+@pytest.mark.parametrize(
+    ("points", "batch", "head", "message"),
+    [
+        (["layer1", "layer2", "layer4"], 256, "basic", "rerun measure_segments"),
+        (["layer1", "layer2", "layer3"], 32, "basic", "no batch size 32 (measured: ['256'])"),
+        (["layer1", "layer2", "layer3"], 256, "basic+cascade", "no head times for 'basic+cascade'"),
+    ],
+)
+def test_segment_times_name_what_is_missing(points, batch, head, message):
+    with pytest.raises(CalexError, match=re.escape(message)):
+        segment_times(SEGMENTS, points, batch, head)

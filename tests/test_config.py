@@ -7,7 +7,14 @@ import pytest
 import yaml
 
 from calex_steps.errors import CalexError
-from calex_steps.workflow.config import reference_markdown, resolve_recipe, validate_config
+from calex_steps.workflow.config import (
+    branch_recipe,
+    reference_markdown,
+    resolve_recipe,
+    split_source,
+    sweep_settings,
+    validate_config,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -111,3 +118,90 @@ def test_readme_config_reference_is_generated_from_the_schema():
     assert start in readme and end in readme, "README lost its configuration reference markers"
     table = readme.split(start)[1].split(end)[0]
     assert table == reference_markdown(), "regenerate it: python -m calex_steps.workflow.config"
+
+
+# ---- exit rules, borrowed branches, splits, latency (docs/calibration.md) ------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "recipe", "expected"),
+    [
+        ("msp", {"branches_from": "noalign", "exit_signal": "max_softmax", "head": "basic",
+                 "thresholds": "global"}, "recipes.msp trains nothing (branches_from: noalign); "
+                 "remove ['head']"),
+        ("msp", {"branches_from": "nope", "calibration": "full"},
+         "recipes.msp.branches_from is 'nope', which is not a recipe that trains"),
+        ("msp", {"branches_from": "msp2", "calibration": "full"}, "name one of ["),
+        ("half", {"head": "basic", "target": "kd", "calibration": "full"},
+         "recipes.half trains branches and needs ['weighting']; or set branches_from"),
+        ("msp", {"branches_from": "noalign", "exit_signal": "max_softmax"},
+         "recipes.msp has per-class thresholds and needs 'calibration'"),
+        ("msp", {"branches_from": "noalign", "thresholds": "global", "calibration": "full"},
+         "recipes.msp sweeps one global threshold and calibrates nothing; remove ['calibration']"),
+        ("msp", {"branches_from": "noalign", "calibration": "full", "temperature_scaling": True},
+         "exit_signal 'branch' does not read"),
+        ("msp", {"branches_from": "noalign", "exit_signal": "entropy", "calibration": "full",
+                 "calibration_target": "agree", "temperature_scaling": True},
+         "calibration_target 'agree' does without"),
+        ("msp", {"branches_from": "noalign", "exit_signal": "ztw_ensemble", "calibration": "full"},
+         "reads the ensemble files of 'noalign', whose exit_signal is not ztw_ensemble"),
+    ],
+)  # fmt: skip
+def test_exit_rules_and_borrowed_branches_are_checked(full, name, recipe, expected):
+    full["recipes"]["msp2"] = {"branches_from": "noalign", "calibration": "full"}
+    full["recipes"][name] = recipe
+    with pytest.raises(CalexError) as err:
+        validate_config(full)
+    assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+def test_recalibrating_a_recipe_leaves_its_training_settings_alone(full):
+    before = resolve_recipe(validate_config(full), "calexnet")
+    full["recipes"]["calexnet"].update(calibration_target="matched")
+    full["recipes"]["kd_only"].update(exit_signal="entropy", temperature_scaling=True)
+    config = validate_config(full)
+    assert resolve_recipe(config, "calexnet") == before
+    assert "temperature_scaling" not in resolve_recipe(config, "kd_only")
+    assert sweep_settings(config, "calexnet", "cinic10", 0)["calibration_target"] == "matched"
+
+
+def test_a_recipe_with_borrowed_branches_trains_nothing(full):
+    config = validate_config(full)
+    msp = config["recipes"]["msp_global"]
+    assert msp["schedule"] is None  # matches neither train_branch nor train_joint
+    assert branch_recipe(config, "msp_global") == "noalign"
+    with pytest.raises(CalexError, match="trains nothing: it sweeps the branches of 'noalign'"):
+        resolve_recipe(config, "msp_global")
+    settings = sweep_settings(config, "msp_global", "cinic10", 0)
+    assert settings["exit_signal"] == "max_softmax" and settings["thresholds"] == "global"
+    assert "calibration" not in settings and "calibration_target" not in settings
+    assert settings["latency_head"] == "augmented"
+    assert sweep_settings(config, "ztw", "cinic10", 0)["latency_head"] == "basic+cascade"
+    assert config["sweep"]["dense"] == {"low": 0.001, "high": 0.95, "count": 48}
+
+
+def test_splits_retrain_only_where_the_training_data_changes(full):
+    full["study"]["splits"] = 3
+    config = validate_config(full)
+    # cifar100_coarse carves its validation part from train: each split is a new dataset.
+    assert config["datasets"]["cifar100_coarse-split2"]["split_seed"] == 2
+    assert split_source(config, "cifar100_coarse", 2) == "cifar100_coarse-split2"
+    assert split_source(config, "cifar100_coarse", 0) == "cifar100_coarse"
+    retrained = sweep_settings(config, "calexnet", "cifar100_coarse", 2)
+    assert not retrained["redraw"] and retrained["split_seed"] == 2
+    # cinic10's validation part is the official valid split: splits re-draw, nothing retrains.
+    assert "cinic10-split1" not in config["datasets"]
+    assert split_source(config, "cinic10", 1) == "cinic10"
+    assert sweep_settings(config, "calexnet", "cinic10", 1)["redraw"]
+    full["datasets"]["cifar100_coarse-split1"] = {"source": "synthetic"}
+    with pytest.raises(CalexError, match="datasets.cifar100_coarse-split1 is also split 1"):
+        validate_config(full)
+
+
+def test_latency_batch_size_for_the_sweeps(full):
+    assert validate_config(full)["latency"]["lr_batch_size"] == 512  # 256 is not measured
+    full["latency"]["batch_sizes"] = [1, 32, 256]
+    assert validate_config(full)["latency"]["lr_batch_size"] == 256
+    full["latency"]["lr_batch_size"] = 64
+    with pytest.raises(CalexError, match="latency.lr_batch_size = 64 is not one of"):
+        validate_config(full)

@@ -3,7 +3,8 @@
 A sample walks the branches in order; the first branch whose confidence R
 exceeds its threshold for the predicted class releases it with that
 prediction; a sample no branch releases gets the backbone's prediction.
-Costs are MACs counted by ``calex_steps.flops``; this module stays numpy-only.
+Costs are MACs counted by ``calex_steps.flops``, and milliseconds predicted from the
+measured segment times (``segment_times``); this module stays numpy-only.
 """
 
 from __future__ import annotations
@@ -21,15 +22,16 @@ def run_cascade(
     """Simulate the cascade on precomputed branch outputs.
 
     Args:
-        confs: list over L branches of (N,) confidences at each branch's prediction.
+        confs: list over L branches of (N,) exit signals at each branch's prediction.
         preds: list over L branches of (N,) int predictions.
-        thresholds: list over L branches of (C,) thresholds; branch l releases
-            sample j when confs[l][j] > thresholds[l][preds[l][j]] (strictly).
+        thresholds: list over L branches of (C,) thresholds, or of (M, C) for M
+            operating points at once; branch l releases sample j when
+            confs[l][j] > thresholds[l][..., preds[l][j]] (strictly).
         backbone_pred: (N,) int, the prediction of a sample no branch releases.
 
     Returns:
-        exit_branch: (N,) int64, 0..L-1 for the releasing branch, L for the backbone.
-        final_pred: (N,) int64, the prediction the cascade returns.
+        exit_branch: (N,) int64, or (M, N): 0..L-1 for the releasing branch, L for the backbone.
+        final_pred: (N,) int64, or (M, N): the prediction the cascade returns.
     """
     num_branches = len(confs)
     if not (len(preds) == len(thresholds) == num_branches):
@@ -37,23 +39,27 @@ def run_cascade(
             f"got {len(confs)} confidence, {len(preds)} prediction and {len(thresholds)} "
             "threshold arrays; need one of each per branch"
         )
-    final_pred = np.array(backbone_pred, dtype=np.int64)  # (N,) copy
+    backbone = np.asarray(backbone_pred, dtype=np.int64)  # (N,)
+    lead = np.shape(thresholds[0])[:-1] if num_branches else ()  # () or (M,)
+    final_pred = np.array(np.broadcast_to(backbone, lead + backbone.shape))
     exit_branch = np.full(final_pred.shape, num_branches, dtype=np.int64)
     for branch, (conf, pred, thr) in enumerate(zip(confs, preds, thresholds, strict=True)):
         conf, pred, thr = np.asarray(conf), np.asarray(pred, dtype=np.int64), np.asarray(thr)
-        if conf.shape != final_pred.shape or pred.shape != final_pred.shape:
+        if conf.shape != backbone.shape or pred.shape != backbone.shape:
             raise CalexError(
                 f"branch {branch + 1} has {conf.shape[0]} samples but the backbone has "
-                f"{final_pred.shape[0]}; use outputs of the same split"
+                f"{backbone.shape[0]}; use outputs of the same split"
             )
-        if pred.size and (pred.min() < 0 or pred.max() >= thr.shape[0]):
+        if thr.shape[:-1] != lead:
+            raise CalexError(f"branch {branch + 1} has thresholds of shape {thr.shape}")
+        if pred.size and (pred.min() < 0 or pred.max() >= thr.shape[-1]):
             raise CalexError(
-                f"branch {branch + 1} predicts a class outside its {thr.shape[0]} thresholds"
+                f"branch {branch + 1} predicts a class outside its {thr.shape[-1]} thresholds"
             )
         # Still in the cascade and confident enough for the predicted class.
-        released = (exit_branch == num_branches) & (conf > thr[pred])
-        exit_branch[released] = branch
-        final_pred[released] = pred[released]
+        released = (exit_branch == num_branches) & (conf > thr[..., pred])
+        exit_branch = np.where(released, branch, exit_branch)
+        final_pred = np.where(released, pred, final_pred)
     return exit_branch, final_pred
 
 
@@ -88,3 +94,52 @@ def mean_cost(exit_branch: np.ndarray, costs: Sequence[int]) -> float:
 def flops_reduction(exit_branch: np.ndarray, costs: Sequence[int], total_macs: int) -> float:
     """FR = 1 - mean cost / ``total_macs`` (SPEC section 9)."""
     return 1.0 - mean_cost(exit_branch, costs) / total_macs
+
+
+def segment_times(
+    segments: dict, attach_points: Sequence[str], batch_size: int, head: str
+) -> tuple[np.ndarray, float]:
+    """Predicted per-sample milliseconds by exit position, from ``segments.json``.
+
+    A sample leaving at branch l (0-based) pays segments 0..l and heads 0..l; one
+    reaching the end pays every segment, the tail and every head (docs/formats.md).
+
+    Args:
+        segments: the parsed ``results/{d}/{b}/latency/segments.json``.
+        attach_points: the feature cache's attach points (must match the file's).
+        batch_size: which measured batch size to read (``latency.lr_batch_size``).
+        head: the recipe's head kind (``augmented``, ``basic``, ``basic+cascade``).
+
+    Returns:
+        times_ms: (L+1,) float64; backbone_ms: the plain backbone's time per sample.
+    """
+    where = "segments.json"
+    if list(segments.get("attach_points", [])) != list(attach_points):
+        raise CalexError(
+            f"{where} was measured at attach points {segments.get('attach_points')}, the "
+            f"features at {list(attach_points)}; rerun measure_segments"
+        )
+    per_batch = segments.get("per_batch", {})
+    if str(batch_size) not in per_batch:
+        raise CalexError(
+            f"{where} has no batch size {batch_size} (measured: {sorted(per_batch, key=int)}); "
+            "set latency.lr_batch_size to one of latency.batch_sizes"
+        )
+    entry = per_batch[str(batch_size)]
+    heads = entry.get("heads_ms", {})
+    if head not in heads:
+        raise CalexError(f"{where} has no head times for '{head}' (has {sorted(heads)})")
+    try:
+        seg = np.asarray(entry["segments_ms"], dtype=np.float64)
+        head_ms = np.asarray(heads[head], dtype=np.float64)
+        tail, backbone = float(entry["tail_ms"]), float(entry["backbone_ms"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CalexError(f"{where} batch {batch_size} is malformed ({exc!r})") from exc
+    if seg.shape != (len(attach_points),) or head_ms.shape != seg.shape:
+        raise CalexError(
+            f"{where} batch {batch_size} needs {len(attach_points)} segment and head times"
+        )
+    if not (np.all(np.isfinite(seg)) and np.all(np.isfinite(head_ms)) and backbone > 0):
+        raise CalexError(f"{where} batch {batch_size} holds non-finite or zero times")
+    exits = np.cumsum(seg) + np.cumsum(head_ms)
+    return np.append(exits, seg.sum() + tail + head_ms.sum()), backbone

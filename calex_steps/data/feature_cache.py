@@ -141,8 +141,12 @@ def _attr_text(attrs, key: str, path: Path) -> str:
 def read_sweep_inputs(path: Path) -> tuple[dict, dict]:
     """Read labels, backbone predictions and cost attributes from ``features.h5``.
 
+    The calibration (``val``) labels may be absent, or negative (unknown): a sweep whose
+    exit rule reads no labels (calibration target ``agree``) runs without them.
+
     Returns:
-        splits: ``val``/``test`` -> {``labels`` (N,), ``backbone_pred`` (N,)}.
+        splits: ``val``/``test`` -> {``labels`` (N,) or None for unlabelled ``val``,
+            ``backbone_pred`` (N,)}.
         info: ``features_id``, ``stage_macs`` (dict), ``attach_points`` (list), ``num_classes``.
     """
     with open_h5(path, "cache_features") as f:
@@ -153,13 +157,16 @@ def read_sweep_inputs(path: Path) -> tuple[dict, dict]:
         }
         splits = {}
         for name in ("val", "test"):
-            if name not in f or "labels" not in f[name] or "logits" not in f[name]:
-                raise CalexError(
-                    f"{path} lacks {name}/labels or {name}/logits; rerun cache_features"
-                )
+            if name not in f or "logits" not in f[name]:
+                raise CalexError(f"{path} lacks {name}/logits; rerun cache_features")
             logits = f[name]["logits"][...]  # (N, C)
+            labels = f[name]["labels"][...].astype(np.int64) if "labels" in f[name] else None
+            if labels is not None and labels.size and labels.min() < 0:
+                labels = None  # unknown labels, e.g. an unlabelled calibration set
+            if labels is None and name == "test":
+                raise CalexError(f"{path} lacks test/labels; the test split needs its labels")
             splits[name] = {
-                "labels": f[name]["labels"][...].astype(np.int64),
+                "labels": labels,
                 "backbone_pred": logits.argmax(axis=1).astype(np.int64),
             }
         info["num_classes"] = int(logits.shape[1])
