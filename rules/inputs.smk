@@ -113,30 +113,9 @@ def exemplar_signals(wildcards):
 FIGURE_FAMILIES = ("pareto", "ablation", "calibration", "shift", "flow", "exemplars")
 
 
-TABLE_FILES = (
-    "loss_at_fr.csv", "loss_at_fr.md", "loss_at_fr.tex",
-    "iso_accuracy.csv", "iso_accuracy.md", "iso_accuracy.tex",
-    "loss_at_lr.csv", "loss_at_lr.md", "loss_at_lr.tex",
-    "paper_grid.csv", "paper_grid.md", "ranking.csv", "bootstrap.npz",
-)  # fmt: skip
-
-
-def table_report(stem, label, caption):
-    """A table's CSV as a report() output, with its caption."""
-    return report(
-        f"{TABLES}/{{dataset}}/{stem}.csv",
-        caption=f"{CAPTIONS}/{caption}.rst",
-        category="Tables",
-        subcategory="{dataset}",
-        labels={"dataset": "{dataset}", "table": label},
-    )
-
-
 def report_targets():
-    """Every table, figure, the summary and the claims of the study (added to all_targets)."""
-    tables = expand(
-        f"{TABLES}/{{dataset}}/{{name}}", dataset=STUDY["datasets"], name=TABLE_FILES
-    )
+    """Every figure, the summary and the claims of the study (added to all_targets); the
+    tables come with the summary and the claims, which read them."""
     figures = expand(
         f"{FIGURES}/{{dataset}}/{{backbone}}/{{family}}.{{ext}}",
         dataset=STUDY["datasets"],
@@ -144,7 +123,7 @@ def report_targets():
         family=FIGURE_FAMILIES,
         ext=("png", "pdf"),
     )
-    return tables + figures + [f"{RESULTS}/summary.md", f"{RESULTS}/claims.md"]
+    return figures + [f"{RESULTS}/summary.md", f"{RESULTS}/claims.md"]
 
 
 def all_targets():
