@@ -21,7 +21,7 @@ import numpy as np
 from calex_steps.errors import CalexError
 from calex_steps.reporting.bootstrap import interval
 from calex_steps.reporting.curves import MEASURED
-from calex_steps.reporting.tables import ABLATION_FRS
+from calex_steps.reporting.tables import ABLATION_FRS, number
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,8 @@ def check(boot: dict, b: int, claim: Claim, confidence: float, allowance: float)
     lines = []
     for t, label in enumerate(labels):
         if tested[t]:
-            lines.append(f"{label}: {point[t]:+.2f} pp [{lo[t]:+.2f}, {hi[t]:+.2f}]")
+            values = (number(v, 2, sign=True) for v in (point[t], lo[t], hi[t]))
+            lines.append("{}: {} pp [{}, {}]".format(label, *values))
         else:
             lines.append(f"{label}: not tested (extrapolated or not reached by a recipe it needs)")
     if not tested.any():
@@ -125,13 +126,13 @@ def claims_markdown(boots: list[dict], confidence: float, allowance: float) -> s
         for b, backbone in enumerate(boot["backbones"]):
             where = f"{boot['dataset']}, {backbone}"
             sections += ["", f"## {where}"]
-            for number, claim in enumerate(CLAIMS, start=1):
+            for index, claim in enumerate(CLAIMS, start=1):
                 verdict, lines = check(boot, b, claim, confidence, allowance)
-                overview.setdefault(number, []).append(verdict)
+                overview.setdefault(index, []).append(verdict)
                 side = "below" if claim.sign < 0 else "above"
                 limit = f"{allowance:g} pp" if claim.where == "tight" else "zero"
                 need = f"Measured: {claim.measure}; the claim needs it {side} {limit}."
-                sections += ["", f"### {number}. {claim.text}: **{verdict}**", "", need, ""]
+                sections += ["", f"### {index}. {claim.text}: **{verdict}**", "", need, ""]
                 sections += [f"- {line}" for line in lines]
     places = [f"{boot['dataset']}, {b}" for boot in boots for b in boot["backbones"]]
     head = [
@@ -147,6 +148,6 @@ def claims_markdown(boots: list[dict], confidence: float, allowance: float) -> s
         "| claim | " + " | ".join(places) + " |",
         "|---|" + "---|" * len(places),
     ]
-    for number, claim in enumerate(CLAIMS, start=1):
-        head.append(f"| {number}. {claim.text} | " + " | ".join(overview[number]) + " |")
+    for index, claim in enumerate(CLAIMS, start=1):
+        head.append(f"| {index}. {claim.text} | " + " | ".join(overview[index]) + " |")
     return "\n".join(head + sections) + "\n"

@@ -15,6 +15,7 @@ import pandas as pd
 
 from calex_steps.errors import CalexError
 from calex_steps.reporting.ranking import COLUMNS
+from calex_steps.reporting.tables import number
 
 # view -> (heading, how a target is named, unit of the values, verb of the best recipe)
 VIEWS = {
@@ -44,7 +45,8 @@ def read_rankings(paths: Sequence[Path]) -> pd.DataFrame:
 
 
 def _interval(mean: float, lo: float, hi: float, unit: str, digits: int) -> str:
-    return f"{mean:.{digits}f}{unit} [{lo:.{digits}f}, {hi:.{digits}f}]"
+    """'13.7 pp [12.9, 14.5]'."""
+    return f"{number(mean, digits)}{unit} [{number(lo, digits)}, {number(hi, digits)}]"
 
 
 def sentence(row, view: str) -> str:

@@ -69,11 +69,18 @@ def long_table(
     return pd.DataFrame(rows)
 
 
+def number(value: float, digits: int, sign: bool = False) -> str:
+    """``value`` rounded to ``digits`` decimals, never printed as '-0.0' (with ``sign``,
+    always signed: '+0.4')."""
+    text = f"{value:{'+' if sign else ''}.{digits}f}"
+    return f"{0.0:{'+' if sign else ''}.{digits}f}" if float(text) == 0 else text
+
+
 def cell_text(mean: float, lo: float, hi: float, status: str, digits: int) -> str:
     """'14.4 [13.2, 15.6]', with a dagger when extrapolated and '—' when missing."""
     if status == "missing" or not np.isfinite(mean):
         return MISSING_MARK
-    text = f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+    text = f"{number(mean, digits)} [{number(lo, digits)}, {number(hi, digits)}]"
     return text + (EXTRAPOLATED_MARK if status == "extrapolated" else "")
 
 
@@ -210,8 +217,8 @@ def paper_grid_markdown(table: pd.DataFrame, recipes, backbones, digits: int, ti
         if row["paper_status"] == "missing" or not np.isfinite(row["paper_grid"]):
             return MISSING_MARK
         mark = EXTRAPOLATED_MARK if row["paper_status"] == "extrapolated" else ""
-        moved = "n/a" if not np.isfinite(row["moved"]) else f"{row['moved']:+.{digits}f}"
-        return f"{row['paper_grid']:.{digits}f}{mark} ({moved})"
+        moved = "n/a" if not np.isfinite(row["moved"]) else number(row["moved"], digits, True)
+        return f"{number(row['paper_grid'], digits)}{mark} ({moved})"
 
     md = [title, ""]
     for backbone in backbones:
