@@ -61,6 +61,7 @@ def run_key(path: str | Path) -> tuple:
 def _runs(part: pd.DataFrame, exits: Mapping[tuple, Path], recipes) -> tuple[dict, list, list]:
     """Each run's exits file and frontier accuracies (margin order), and the seed/split grid."""
     seeds, splits = runfiles.run_grid(part, recipes)
+    part = part[part["recipe"].isin(recipes)]
     runs = {}
     for (recipe, seed, split), rows in part.groupby(["recipe", "seed", "split"]):
         key = (rows["backbone"].iloc[0], recipe, seed, split)
@@ -103,35 +104,24 @@ def tabulate(
     """
     recipes, plan = settings["recipes"], design(settings)
     dataset = frontier["dataset"].iloc[0]
+    lacking = [b for b in settings["backbones"] if b not in set(frontier["backbone"])]
+    if lacking:
+        raise CalexError(f"no frontier.csv of backbone {lacking[0]} was given; pass every run's")
+    tight = float(sweeps["margin"].min())  # the paper grid's tightest margin
     longs: dict[str, list] = {"loss_fr": [], "iso_fr": [], "loss_lr": []}
     rows, stacks, bases, timed_on = [], {}, {}, {}
-    backbones = [b for b in settings["backbones"] if b in set(frontier["backbone"])]
-    tight = float(sweeps["margin"].min())  # the paper grid's tightest margin
-    for backbone in backbones:
-        part = frontier[frontier["backbone"] == backbone]
-        runs, seeds, splits = _runs(part, exits, recipes)
+    for backbone in settings["backbones"]:
+        runs, seeds, splits = _runs(frontier[frontier["backbone"] == backbone], exits, recipes)
         est = bootstrap_backbone(runs, recipes, seeds, splits, plan, backbone, tight)
-        where = {"dataset": dataset, "backbone": backbone}
-        reference = (
-            recipes.index(settings["reference"]) if settings["reference"] in recipes else None
-        )
         bases[backbone] = _basis(settings, seeds, splits)
-        timed_on[backbone] = NOT_MEASURED
-        context = {**where, "condition": "", "basis": bases[backbone]}
-        for view in longs:
-            if view not in est:
-                longs[view].append(_unmeasured(where, recipes, plan.lr_targets))
-                rows.append(ranking.not_measured({**context, "condition": NOT_MEASURED}))
-                continue
-            longs[view].append(
-                tables.long_table(
-                    est[view], reference, where, recipes, view, settings["confidence"]
-                )
-            )
-            if view == "loss_lr":
-                timed_on[backbone] = conditions.get(backbone, UNRECORDED)
-                context["condition"] = timed_on[backbone]
-            rows += ranking.rank(est[view], recipes, view, settings["confidence"], context)
+        timed_on[backbone] = (
+            conditions.get(backbone, UNRECORDED) if "loss_lr" in est else NOT_MEASURED
+        )
+        context = {"dataset": dataset, "backbone": backbone, "basis": bases[backbone]}
+        for view, frames in longs.items():
+            frame, ranked = _view(est, view, recipes, settings, context, timed_on[backbone])
+            frames.append(frame)
+            rows += ranked
         for view in ("loss_fr", "tight"):
             for field in ("targets", "point", "reps", "status"):
                 stacks.setdefault(f"{view}_{field}", []).append(getattr(est[view], field))
@@ -139,11 +129,28 @@ def tabulate(
     out["paper_grid"] = tables.paper_grid(sweeps, out["loss_fr"], plan.fr_targets, plan.tolerance)
     out["ranking"] = ranking.ranking_frame(rows)
     arrays = {key: np.stack(values) for key, values in stacks.items()}
-    arrays.update(dataset=np.array(dataset), backbones=np.array(backbones),
+    arrays.update(dataset=np.array(dataset), backbones=np.array(settings["backbones"]),
                   recipes=np.array(recipes), tight_margin=tight,
                   status_names=np.array(STATUS_NAMES))  # fmt: skip
     out.update(arrays=arrays, bases=bases, conditions=timed_on)
     return out
+
+
+def _view(est: dict, view: str, recipes, settings: dict, context: dict, timed_on: str):
+    """(long table, ranking rows) of one view of one backbone; a view without data (LR
+    never measured) says so in every cell and in its one ranking row."""
+    where = {k: context[k] for k in ("dataset", "backbone")}
+    if view not in est:
+        frame = _unmeasured(where, recipes, settings["lr_targets"])
+        return frame, [ranking.not_measured({**context, "condition": NOT_MEASURED})]
+    name = settings["reference"]
+    reference = recipes.index(name) if name in recipes else None
+    confidence = settings["confidence"]
+    frame = tables.long_table(est[view], reference, where, recipes, view, confidence)
+    condition = timed_on if view == "loss_lr" else ""
+    return frame, ranking.rank(
+        est[view], recipes, view, confidence, {**context, "condition": condition}
+    )
 
 
 def _unmeasured(where: dict, recipes, targets) -> pd.DataFrame:
