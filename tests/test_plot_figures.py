@@ -127,10 +127,14 @@ def test_ablation_cells_carry_the_table_interval_and_marks():
                            "mean": [3.0, 1.5, np.nan], "ci_lo": [2.5, 1.0, np.nan],
                            "ci_hi": [3.5, 2.1, np.nan],
                            "status": ["measured", "extrapolated", "missing"]})  # fmt: skip
-    fig = plot_ablation_figure(losses, [0.4], "t")
+    fig = plot_ablation_figure(losses, [0.4, 0.6], "t")
     texts = {t.get_text() for t in fig.axes[0].texts}
     assert "noalign\n3.0 [2.5, 3.5]" in texts and "calexnet\n1.5 [1.0, 2.1]†" in texts
     assert "kd_only\n—  (FR not reached)" in texts and "align_only\nnot run" in texts
+    # FR 0.6 is not in the table (report.fr_targets left it out): the panel says so.
+    assert "noalign\nFR not tabulated\n(report.fr_targets)" in {
+        t.get_text() for t in fig.axes[1].texts
+    }
 
 
 def test_pareto_draws_the_lr_view_only_when_latency_was_measured(runs):

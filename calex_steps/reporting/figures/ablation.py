@@ -22,7 +22,8 @@ def plot_ablation(losses: pd.DataFrame, targets: Sequence[float], title: str) ->
         losses: rows of the loss table (``recipe, fr_target, mean, ci_lo, ci_hi,
             status``); a recipe of ``ABLATION_CELLS`` absent from it is labelled
             "not run", a missing cell "FR not reached", an extrapolated one
-            carries the dagger and is drawn without colour.
+            carries the dagger and is drawn without colour; an FR the table
+            does not hold says so.
         targets: FRs, one panel each.
         title: figure title.
     """
@@ -39,6 +40,8 @@ def plot_ablation(losses: pd.DataFrame, targets: Sequence[float], title: str) ->
             for recipe, (r, c) in ABLATION_CELLS.items():
                 key = (recipe, float(target))
                 text, color = "not run", "0.45"
+                if recipe in set(losses["recipe"]) and key not in values.index:
+                    text = "FR not tabulated\n(report.fr_targets)"
                 if key in values.index:
                     row = values.loc[key]
                     if row["status"] == "measured":
