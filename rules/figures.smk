@@ -1,13 +1,14 @@
 # Stage 5b: the six figure families of one (dataset, backbone) (SPEC section 10).
 # plot_pareto is written out once; the other plot rules inherit its body and
-# change only their inputs, outputs, log and resources. Every rule runs the
-# stage module named after it, calex_steps/stages/plot_<family>.py, where
-# <family> is the name of its PNG.
+# change only their inputs, outputs, log, resources and the settings they read
+# (plot_pareto's hold the LR batch size, plot_ablation's the backbone it shows).
+# Every rule runs the stage module named after it, calex_steps/stages/plot_<family>.py,
+# where <family> is the name of its PNG.
 
 
 rule plot_pareto:
     input:
-        sweeps=study_runs("sweep.csv"),
+        frontiers=study_runs("frontier.csv", SPLITS),
         code=code("plot_pareto"),
     output:
         png=figure_png("pareto", "Pareto frontiers", "pareto"),
@@ -25,7 +26,7 @@ rule plot_pareto:
     params:
         stage=lambda w, output: f"plot_{Path(output.png).stem}",
         args=figure_args,
-        settings=FIGURE_SETTINGS,
+        settings=figure_settings(latency=True),
     shell:
         "python -m calex_steps.stages.{params.stage} {params.args}"
         " --settings {params.settings:q} --out-png {output.png} --out-pdf {output.pdf}"
@@ -34,7 +35,7 @@ rule plot_pareto:
 
 use rule plot_pareto as plot_ablation with:
     input:
-        sweeps=study_runs("sweep.csv"),
+        tables=f"{TABLES}/{{dataset}}/loss_at_fr.csv",
         code=code("plot_ablation"),
     output:
         png=figure_png("ablation", "Ablation", "ablation"),
@@ -43,6 +44,8 @@ use rule plot_pareto as plot_ablation with:
         "logs/plot_ablation/{dataset}/{backbone}.log",
     benchmark:
         "benchmarks/plot_ablation/{dataset}/{backbone}.tsv"
+    params:
+        settings=lambda w: figure_settings(w.backbone),
 
 
 use rule plot_pareto as plot_calibration with:
@@ -61,6 +64,8 @@ use rule plot_pareto as plot_calibration with:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        settings=figure_settings(),
 
 
 use rule plot_pareto as plot_shift with:
@@ -79,6 +84,8 @@ use rule plot_pareto as plot_shift with:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        settings=figure_settings(),
 
 
 use rule plot_pareto as plot_flow with:
@@ -97,6 +104,8 @@ use rule plot_pareto as plot_flow with:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        settings=figure_settings(),
 
 
 use rule plot_pareto as plot_exemplars with:
@@ -117,3 +126,5 @@ use rule plot_pareto as plot_exemplars with:
     resources:
         mem_mb=3000,
         runtime=10,
+    params:
+        settings=figure_settings(),

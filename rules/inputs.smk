@@ -87,10 +87,20 @@ def study_files(wildcards, name, backbones=None, splits=None):
     )
 
 
-def study_runs(name):
-    """Input function: one file per (recipe, seed) of the wildcard's dataset and backbone,
-    split 0 (the figures show the prepared partition)."""
-    return lambda w: study_files(w, name, [w.backbone], [0])
+def study_runs(name, splits=(0,)):
+    """Input function: one file per (recipe, seed, split) of the wildcard's dataset and
+    backbone; split 0 only by default (most figures show the prepared partition)."""
+    return lambda w: study_files(w, name, [w.backbone], list(splits))
+
+
+def segment_files(wildcards, backbones=None):
+    """The measured segment times (rule measure_segments) of each backbone of the
+    wildcard's dataset (all of the study's by default): what the LR view was timed on.
+    """
+    return expand(
+        f"{RESULTS}/{wildcards.dataset}/{{backbone}}/latency/segments.json",
+        backbone=backbones or STUDY["backbones"],
+    )
 
 
 def signal_files(wildcards):
@@ -130,12 +140,8 @@ FIGURE_FAMILIES = ("pareto", "ablation", "calibration", "shift", "flow", "exempl
 
 
 def report_targets():
-    """Every table, figure and the summary of the study (added to all_targets)."""
-    tables = expand(
-        f"{TABLES}/{{dataset}}/loss_at_fr.{{ext}}",
-        dataset=STUDY["datasets"],
-        ext=("csv", "md", "tex"),
-    )
+    """Every figure, the summary and the claims of the study (added to all_targets); the
+    tables come with the summary and the claims, which read them."""
     figures = expand(
         f"{FIGURES}/{{dataset}}/{{backbone}}/{{family}}.{{ext}}",
         dataset=STUDY["datasets"],
@@ -143,7 +149,7 @@ def report_targets():
         family=FIGURE_FAMILIES,
         ext=("png", "pdf"),
     )
-    return tables + figures + [f"{RESULTS}/summary.md"]
+    return figures + [f"{RESULTS}/summary.md", f"{RESULTS}/claims.md"]
 
 
 def all_targets():
@@ -178,10 +184,17 @@ def figure_args(wildcards, input):
     )
 
 
-FIGURE_SETTINGS = as_json(
-    {
+def figure_settings(backbone=None, latency=False):
+    """The figures' --settings: legend order, the paper's margins, the exit signals; for a
+    figure drawn from a dataset-wide table the backbone it shows, for one with the LR
+    view the batch size the sweep predicted latencies at."""
+    settings = {
         "recipes": STUDY["recipes"],
         "margins": CFG["sweep"]["margins"],
         "exit_signals": {r: CFG["recipes"][r]["exit_signal"] for r in STUDY["recipes"]},
     }
-)
+    if backbone is not None:
+        settings["backbone"] = backbone
+    if latency:
+        settings["lr_batch_size"] = CFG["latency"].get("lr_batch_size")
+    return as_json(settings)

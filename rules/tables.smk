@@ -1,5 +1,18 @@
-# Stage 5a: the loss tables and the generated summary (SPEC section 10).
-# Tables, figures and the summary are report() outputs with captions in reports/captions/.
+# Stage 5a: the tables, the generated summary and the paper's claims (SPEC section 10,
+# docs/results.md). Tables, figures, the summary and the claims are report() outputs with
+# captions in reports/captions/.
+
+
+# What make_tables reads: the study's grid and the report block (the claims' allowance
+# excepted), and the batch size the sweep predicted latencies at.
+TABLE_SETTINGS = as_json(
+    {
+        "backbones": STUDY["backbones"],
+        "recipes": STUDY["recipes"],
+        "lr_batch_size": CFG["latency"].get("lr_batch_size"),
+        **{k: v for k, v in CFG["report"].items() if k != "near_backbone"},
+    }
+)
 
 
 rule report_all:
@@ -9,18 +22,54 @@ rule report_all:
 
 rule make_tables:
     input:
+        frontiers=lambda w: study_files(w, "frontier.csv"),
         sweeps=lambda w: study_files(w, "sweep.csv"),
+        exits=lambda w: study_files(w, "exits.npz"),
         code=code("make_tables"),
     output:
-        csv=report(
+        loss=report(
             f"{TABLES}/{{dataset}}/loss_at_fr.csv",
             caption=f"{CAPTIONS}/loss_table.rst",
             category="Tables",
             subcategory="{dataset}",
             labels={"dataset": "{dataset}", "table": "loss at fixed FR"},
         ),
-        md=f"{TABLES}/{{dataset}}/loss_at_fr.md",
-        tex=f"{TABLES}/{{dataset}}/loss_at_fr.tex",
+        loss_md=f"{TABLES}/{{dataset}}/loss_at_fr.md",
+        loss_tex=f"{TABLES}/{{dataset}}/loss_at_fr.tex",
+        iso=report(
+            f"{TABLES}/{{dataset}}/iso_accuracy.csv",
+            caption=f"{CAPTIONS}/iso_table.rst",
+            category="Tables",
+            subcategory="{dataset}",
+            labels={
+                "dataset": "{dataset}",
+                "table": "largest FR within a loss budget",
+            },
+        ),
+        iso_md=f"{TABLES}/{{dataset}}/iso_accuracy.md",
+        iso_tex=f"{TABLES}/{{dataset}}/iso_accuracy.tex",
+        lr=report(
+            f"{TABLES}/{{dataset}}/loss_at_lr.csv",
+            caption=f"{CAPTIONS}/lr_table.rst",
+            category="Tables",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "table": "loss at fixed LR"},
+        ),
+        lr_md=f"{TABLES}/{{dataset}}/loss_at_lr.md",
+        lr_tex=f"{TABLES}/{{dataset}}/loss_at_lr.tex",
+        grid=report(
+            f"{TABLES}/{{dataset}}/paper_grid.csv",
+            caption=f"{CAPTIONS}/grid_table.rst",
+            category="Tables",
+            subcategory="{dataset}",
+            labels={
+                "dataset": "{dataset}",
+                "table": "paper grid against the frontier",
+            },
+        ),
+        grid_md=f"{TABLES}/{{dataset}}/paper_grid.md",
+        ranking=f"{TABLES}/{{dataset}}/ranking.csv",
+        bootstrap=f"{TABLES}/{{dataset}}/bootstrap.npz",
     log:
         "logs/make_tables/{dataset}.log",
     benchmark:
@@ -29,19 +78,20 @@ rule make_tables:
         "../envs/calex.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=10,
+        mem_mb=2000,
+        runtime=15,
     params:
-        settings=as_json({"backbones": STUDY["backbones"], "recipes": STUDY["recipes"]}),
+        settings=TABLE_SETTINGS,
+        out_dir=lambda w: f"{TABLES}/{w.dataset}",
     shell:
-        "python -m calex_steps.stages.make_tables --sweeps {input.sweeps}"
-        " --settings {params.settings:q}"
-        " --out-csv {output.csv} --out-md {output.md} --out-tex {output.tex} > {log} 2>&1"
+        "python -m calex_steps.stages.make_tables --frontiers {input.frontiers}"
+        " --sweeps {input.sweeps} --exits {input.exits} --settings {params.settings:q}"
+        " --out-dir {params.out_dir} > {log} 2>&1"
 
 
 rule write_summary:
     input:
-        tables=expand(f"{TABLES}/{{dataset}}/loss_at_fr.csv", dataset=STUDY["datasets"]),
+        rankings=expand(f"{TABLES}/{{dataset}}/ranking.csv", dataset=STUDY["datasets"]),
         code=code("write_summary"),
     output:
         summary=report(
@@ -61,5 +111,35 @@ rule write_summary:
         mem_mb=500,
         runtime=5,
     shell:
-        "python -m calex_steps.stages.write_summary --tables {input.tables}"
+        "python -m calex_steps.stages.write_summary --rankings {input.rankings}"
         " --out {output.summary} > {log} 2>&1"
+
+
+rule write_claims:
+    input:
+        bootstraps=expand(
+            f"{TABLES}/{{dataset}}/bootstrap.npz", dataset=STUDY["datasets"]
+        ),
+        code=code("write_claims"),
+    output:
+        claims=report(
+            f"{RESULTS}/claims.md",
+            caption=f"{CAPTIONS}/claims.rst",
+            category="Summary",
+            labels={"file": "claims.md"},
+        ),
+    log:
+        "logs/write_claims/claims.log",
+    benchmark:
+        "benchmarks/write_claims/claims.tsv"
+    conda:
+        "../envs/calex.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        settings=as_json({k: CFG["report"][k] for k in ("confidence", "near_backbone")}),
+    shell:
+        "python -m calex_steps.stages.write_claims --bootstraps {input.bootstraps}"
+        " --settings {params.settings:q} --out {output.claims} > {log} 2>&1"

@@ -6,6 +6,18 @@ import numpy as np
 import pytest
 
 from calex_steps.errors import CalexError
+from calex_steps.reporting.curves import (
+    EXTRAPOLATED,
+    MEASURED,
+    MISSING,
+    STATUS_NAMES,
+    interpolate_curve,
+    largest_x_within,
+    merge_columns,
+    read_columns,
+    reading_status,
+    x_range,
+)
 from calex_steps.tables import interpolate_at_fr
 
 FR = np.array([0.2, 0.5, 0.8])
@@ -58,3 +70,40 @@ def test_mismatched_lengths_raise():
         interpolate_at_fr([0.1, 0.2], [0.9], BACKBONE, [0.4])
     with pytest.raises(CalexError, match="finite"):
         interpolate_at_fr([0.1, np.nan], [0.9, 0.8], BACKBONE, [0.4])
+
+
+def test_many_curves_at_once_read_as_one_curve_at_a_time():
+    # Random curves with shared x values (merged at their mean), read inside and past the ends.
+    rng = np.random.default_rng(0)
+    x = np.round(rng.uniform(-0.05, 0.7, size=(9, 50)), 1)
+    y = rng.uniform(0.5, 0.95, size=(9, 50))
+    mx, my, count = merge_columns(x, y)
+    targets = np.linspace(-0.2, 0.9, 23)
+    got = read_columns(mx, my, count, targets)
+    for column in range(50):
+        want = interpolate_curve(x[:, column], y[:, column], targets, tolerance=10.0)
+        np.testing.assert_allclose(got[:, column], want)
+    low, high = x_range(mx, count)
+    np.testing.assert_allclose(low, x.min(axis=0))
+    np.testing.assert_allclose(high, x.max(axis=0))
+
+
+def test_largest_x_within_a_budget_by_hand():
+    # Loss rises 0 -> 2 over x 0..0.4, dips to 0.8 at 0.5, rises to 3 at 0.6.
+    x = np.array([[0.0], [0.4], [0.5], [0.6]])
+    loss = np.array([[0.0], [2.0], [0.8], [3.0]])
+    mx, my, count = merge_columns(x, loss)
+    got = [largest_x_within(mx, my, count, level)[0] for level in (0.5, 1.0, 5.0)]
+    # 0.5: crossed on the first segment at 0.1; 1.0: after the dip, 0.5 + 0.2/2.2 · 0.1;
+    # 5.0: still within at the end, the last segment reaches 5 at 0.6 + 2/2.2 · 0.1.
+    np.testing.assert_allclose(got, [0.1, 0.5 + 0.1 * 0.2 / 2.2, 0.6 + 0.1 * 2 / 2.2])
+    flat = merge_columns(np.array([[0.0], [0.3]]), np.array([[0.0], [-1.0]]))
+    assert np.isinf(largest_x_within(*flat, 1.0)[0])  # never rises: no crossing
+
+
+def test_reading_status_inside_within_tolerance_and_beyond():
+    status = reading_status([0.3, 0.62, 0.7, 0.7001, np.nan], 0.0, 0.62, 0.08)
+    assert [STATUS_NAMES[s] for s in status] == [
+        "measured", "measured", "extrapolated", "missing", "missing",
+    ]  # fmt: skip
+    assert status[0] == MEASURED and status[2] == EXTRAPOLATED and status[3] == MISSING

@@ -10,9 +10,12 @@ import pandas as pd
 import pytest
 
 from calex_steps.errors import CalexError
+from calex_steps.reporting.figures.ablation import plot_ablation as plot_ablation_figure
 from calex_steps.reporting.figures.calibration import ece_table
 from calex_steps.reporting.figures.exemplars import exemplar_cells
 from calex_steps.reporting.figures.flow import flow_table
+from calex_steps.reporting.figures.pareto import pareto_points
+from calex_steps.reporting.figures.pareto import plot_pareto as plot_pareto_figure
 from calex_steps.reporting.figures.runs import pick_margin, read_test_images
 from calex_steps.reporting.figures.shift import shift_table
 from calex_steps.reporting.figures.style import RECIPE_COLORS, recipe_color
@@ -31,12 +34,13 @@ SETTINGS = {"recipes": ["calexnet", "noalign", "align_only"], "margins": MARGINS
 
 
 def write_run(root, recipe, seed, rng):
-    """sweep.csv, exits.npz, thresholds.npz and branch files of one synthetic run."""
+    """frontier.csv, exits.npz, thresholds.npz and branch files of one synthetic run."""
     folder = root / "syn" / "r18" / recipe / f"seed{seed}"
     folder.mkdir(parents=True)
     fr = np.array([0.3, 0.45, 0.6]) + 0.02 * seed
-    pd.DataFrame({"margin": MARGINS, "accuracy": [0.86, 0.8, 0.68], "fr": fr,
-                  "backbone_accuracy": 0.9}).to_csv(folder / "sweep.csv", index=False)  # fmt: skip
+    frontier = {"margin": MARGINS, "accuracy": [0.86, 0.8, 0.68], "fr": fr, "lr": fr - 0.1,
+                "backbone_accuracy": 0.9}  # fmt: skip
+    pd.DataFrame(frontier).to_csv(folder / "frontier.csv", index=False)
     labels = np.arange(N) % NUM_CLASSES
     exit_branch = rng.integers(0, NUM_BRANCHES + 1, size=(len(MARGINS), N))
     np.savez(folder / "exits.npz", margins=np.array(MARGINS), exit_branch=exit_branch,
@@ -75,13 +79,14 @@ def assert_figure_files(png, pdf):
 )
 def test_every_figure_is_written_with_several_seeds(runs, name):
     root, folders = runs
-    sweeps = [f / "sweep.csv" for f in folders]
+    frontiers = [f / "frontier.csv" for f in folders]
+    table = write_loss_table(root / "loss_at_fr.csv", SETTINGS["recipes"])
     exits = [f / "exits.npz" for f in folders]
     prepared, features = root / "prepared.h5", root / "features.h5"
     files = (root / "figs" / f"{name}.png", root / "figs" / f"{name}.pdf")
     calls = {
-        "pareto": lambda: plot_pareto.run_plot_pareto(sweeps, SETTINGS, *files),
-        "ablation": lambda: plot_ablation.run_plot_ablation(sweeps, SETTINGS, *files),
+        "pareto": lambda: plot_pareto.run_plot_pareto(frontiers, SETTINGS, *files),
+        "ablation": lambda: plot_ablation.run_plot_ablation([table], ABLATION, *files),
         "calibration": lambda: plot_calibration.run_plot_calibration(exits, SETTINGS, *files),
         "shift": lambda: plot_shift.run_plot_shift(exits, prepared, SETTINGS, *files),
         "flow": lambda: plot_flow.run_plot_flow(exits, prepared, SETTINGS, *files),
@@ -93,25 +98,56 @@ def test_every_figure_is_written_with_several_seeds(runs, name):
     assert_figure_files(*files)
 
 
-def test_ablation_with_a_recipe_better_than_the_backbone(tmp_path):
-    # Loss below zero in every cell must still draw (the colour scale starts below 0).
-    rng = np.random.default_rng(1)
-    folder = write_run(tmp_path, "noalign", 0, rng)
-    table = pd.read_csv(folder / "sweep.csv").assign(accuracy=0.95)
-    table.to_csv(folder / "sweep.csv", index=False)
-    files = (tmp_path / "a.png", tmp_path / "a.pdf")
-    plot_ablation.run_plot_ablation([folder / "sweep.csv"], SETTINGS, *files)
-    assert_figure_files(*files)
+def write_loss_table(path, recipes, mean=2.0, status="measured"):
+    """A loss_at_fr.csv of backbone r18 as make_tables writes it (the columns the figure reads)."""
+    rows = [{"dataset": "syn", "backbone": "r18", "recipe": r, "fr_target": t, "mean": mean,
+             "ci_lo": mean - 0.5, "ci_hi": mean + 0.5, "status": status, "runs": 2}
+            for r in recipes for t in (0.4, 0.5, 0.6)]  # fmt: skip
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
 
 
-def test_pareto_and_shift_with_one_seed_and_one_recipe(runs):
+ABLATION = {**SETTINGS, "backbone": "r18"}
+
+
+def test_ablation_with_a_recipe_better_than_the_backbone_or_extrapolated(tmp_path):
+    # Loss below zero in every cell must still draw (the colour scale starts below 0), and so
+    # must a grid whose every cell is extrapolated (no colour at all).
+    for status in ("measured", "extrapolated"):
+        table = write_loss_table(tmp_path / f"{status}.csv", ["noalign"], -1.5, status)
+        files = (tmp_path / f"{status}.png", tmp_path / f"{status}.pdf")
+        plot_ablation.run_plot_ablation([table], ABLATION, *files)
+        assert_figure_files(*files)
+    with pytest.raises(CalexError, match="no rows of backbone r50"):
+        plot_ablation.run_plot_ablation([table], {**ABLATION, "backbone": "r50"}, *files)
+
+
+def test_ablation_cells_carry_the_table_interval_and_marks():
+    losses = pd.DataFrame({"recipe": ["noalign", "calexnet", "kd_only"], "fr_target": 0.4,
+                           "mean": [3.0, 1.5, np.nan], "ci_lo": [2.5, 1.0, np.nan],
+                           "ci_hi": [3.5, 2.1, np.nan],
+                           "status": ["measured", "extrapolated", "missing"]})  # fmt: skip
+    fig = plot_ablation_figure(losses, [0.4, 0.6], "t")
+    texts = {t.get_text() for t in fig.axes[0].texts}
+    assert "noalign\n3.0 [2.5, 3.5]" in texts and "calexnet\n1.5 [1.0, 2.1]†" in texts
+    assert "kd_only\n—  (FR not reached)" in texts and "align_only\nnot run" in texts
+    # FR 0.6 is not in the table (report.fr_targets left it out): the panel says so.
+    assert "noalign\nFR not tabulated\n(report.fr_targets)" in {
+        t.get_text() for t in fig.axes[1].texts
+    }
+
+
+def test_pareto_draws_the_lr_view_only_when_latency_was_measured(runs):
     root, folders = runs
-    out = root / "one"
-    plot_pareto.run_plot_pareto([folders[0] / "sweep.csv"], SETTINGS, out / "p.png", out / "p.pdf")
-    assert_figure_files(out / "p.png", out / "p.pdf")
-    exits = [folders[0] / "exits.npz"]
-    plot_shift.run_plot_shift(exits, root / "prepared.h5", SETTINGS, out / "s.png", out / "s.pdf")
-    assert_figure_files(out / "s.png", out / "s.pdf")
+    frame = pd.concat([pd.read_csv(f / "frontier.csv").assign(recipe=f.parts[-2]) for f in folders])
+    points = pareto_points(frame.assign(seed=0, split=0), MARGINS[:2])
+    fig = plot_pareto_figure(points, 0.9, SETTINGS["recipes"], "t", "cpu, batch 256, 2 threads")
+    assert len(fig.axes) == 2 and "cpu, batch 256, 2 threads" in fig.axes[1].get_title()
+    # Markers sit at the paper's margins only (two of the three here), for every recipe.
+    markers = [line for line in fig.axes[0].lines if line.get_marker() == "o"]
+    assert [len(line.get_xdata()) for line in markers] == [2, 2, 2]
+    unmeasured = plot_pareto_figure(points.assign(lr_mean=np.nan), 0.9, SETTINGS["recipes"], "t")
+    assert len(unmeasured.axes) == 1 and "not measured" in unmeasured.axes[0].get_title()
 
 
 def test_pick_margin_uses_the_nearest_and_says_so():
@@ -190,5 +226,5 @@ def test_settings_with_an_unknown_key_fail(runs):
     with pytest.raises(CalexError, match="exit_signals"):
         settings = {"recipes": [], "colour": 1}
         plot_pareto.run_plot_pareto(
-            [folders[0] / "sweep.csv"], settings, root / "a.png", root / "a.pdf"
+            [folders[0] / "frontier.csv"], settings, root / "a.png", root / "a.pdf"
         )

@@ -91,15 +91,20 @@ def test_tiny_run_has_every_table_figure_and_a_report(tiny_run, tmp_path):
     result = snakemake_target(run, "report_all")
     assert result.returncode == 0, result.stderr[-4000:]
     tables = run / "results" / "tables" / "synthetic"
-    for ext in ("csv", "md", "tex"):
-        assert (tables / f"loss_at_fr.{ext}").stat().st_size > 100
-    assert "| calexnet |" in (tables / "loss_at_fr.md").read_text()
+    for stem in ("loss_at_fr", "iso_accuracy", "loss_at_lr"):
+        for ext in ("csv", "md", "tex"):
+            assert (tables / f"{stem}.{ext}").stat().st_size > 100
+    assert "| `calexnet` |" in (tables / "loss_at_fr.md").read_text()
+    assert "paired difference to `noalign`" in (tables / "loss_at_fr.md").read_text()
+    assert (tables / "paper_grid.md").stat().st_size > 100
     figures = run / "results" / "figures" / "synthetic" / "r18tiny"
     for name in FIGURES:
         assert (figures / f"{name}.png").stat().st_size > 5000
         assert (figures / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
     summary = (run / "results" / "summary.md").read_text()
     assert "## synthetic, r18tiny" in summary and "loses least" in summary
+    claims = (run / "results" / "claims.md").read_text()
+    assert "| claim | synthetic, r18tiny |" in claims and "not tested" in claims
 
     report = run / "reports" / "report.html"
     result = snakemake_target(run, "report_all", "--report", str(report))

@@ -1,28 +1,65 @@
-"""Stage write_summary: sentences generated from the loss tables."""
+"""Stage write_summary: sentences generated from the rankings make_tables writes."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
+from report_fixtures import run_files, write_run
 
-from calex_steps.reporting.summary import best_per_fr
+from calex_steps.errors import CalexError
+from calex_steps.reporting.ranking import COLUMNS
+from calex_steps.stages.make_tables import run_make_tables
 from calex_steps.stages.write_summary import run_write_summary
 
+BASIS = "95% bootstrap intervals over test images, 3 seeds and 5 splits (2000 resamples)"
 
-def test_summary_names_the_least_loss_recipe_per_fr(tmp_path):
-    table = pd.DataFrame({
-        "dataset": "syn", "backbone": "r18",
-        "recipe": ["calexnet", "noalign", "calexnet", "noalign"],
-        "fr_target": [0.4, 0.4, 0.8, 0.8], "mean": [1.5, 2.25, float("nan"), float("nan")],
-        "std": [0.5, 0.1, float("nan"), float("nan")], "seeds": [3, 3, 0, 0],
-    })  # fmt: skip
-    table.to_csv(tmp_path / "loss.csv", index=False)
-    best = best_per_fr(table)
-    assert best["best"].tolist() == ["calexnet", ""]
-    assert best["gap"].iloc[0] == pytest.approx(0.75)
-    text = run_write_summary([tmp_path / "loss.csv"], tmp_path / "summary.md")
-    assert "## syn, r18" in text
-    assert ("- FR 0.4: **calexnet** loses least, 1.50 ± 0.50 points (3 seeds); "
-            "next is noalign, 0.75 points more.") in text  # fmt: skip
-    assert "- FR 0.8: no recipe reaches this FR." in text
+
+def ranking_row(view, target, verdict, **values):
+    row = dict.fromkeys(COLUMNS, np.nan)
+    row.update(dataset="syn", backbone="r18", view=view, target=target, verdict=verdict,
+               basis=BASIS, best="", runner_up="")  # fmt: skip
+    return {**row, **values}
+
+
+def test_summary_states_gaps_with_intervals_and_what_cannot_be_told_apart(tmp_path):
+    rows = [
+        ranking_row("loss_fr", 0.4, "distinguishable", best="align_only", mean=13.71,
+                    ci_lo=12.9, ci_hi=14.52, runner_up="calexnet", gap=0.7, gap_lo=0.12,
+                    gap_hi=1.31),
+        ranking_row("loss_fr", 0.5, "not distinguishable", best="calexnet", mean=20.6,
+                    ci_lo=19.8, ci_hi=21.4, runner_up="noalign", gap=0.3, gap_lo=-0.4,
+                    gap_hi=1.0),
+        ranking_row("loss_fr", 0.7, "none"),
+        ranking_row("iso_fr", 1.0, "single", best="kd_only", mean=0.123, ci_lo=0.1, ci_hi=0.15),
+        ranking_row("loss_lr", np.nan, "not measured", condition="not measured"),
+    ]  # fmt: skip
+    pd.DataFrame(rows).to_csv(tmp_path / "ranking.csv", index=False)
+    text = run_write_summary([tmp_path / "ranking.csv"], tmp_path / "summary.md")
+    assert "## syn, r18" in text and f"Intervals: {BASIS}." in text
+    assert ("- FR 0.4: **align_only** loses least, 13.7 pp [12.9, 14.5]; "
+            "the gap to calexnet is 0.7 pp [0.1, 1.3].") in text  # fmt: skip
+    assert ("- FR 0.5: no recipe is distinguishable from the best: **calexnet** loses "
+            "least, 20.6 pp [19.8, 21.4], but the gap to noalign is 0.3 pp "
+            "[-0.4, 1.0].") in text  # fmt: skip
+    assert "- FR 0.7: no recipe reaches this target without extrapolation." in text
+    assert ("- loss ≤ 1 pp: **kd_only** reaches the largest FR, 0.12 [0.10, 0.15]; "
+            "no other recipe reaches it without extrapolation.") in text  # fmt: skip
+    assert "fixed latency reduction (points, lower is better): not measured" in text
     assert (tmp_path / "summary.md").read_text() == text
+
+
+def test_summary_of_a_made_table_names_the_device_of_the_lr_view(tmp_path):
+    folders = [write_run(tmp_path / "results", r, latency=True) for r in ("calexnet", "noalign")]
+    settings = {"backbones": ["r18"], "recipes": ["calexnet", "noalign"], "resamples": 200}
+    run_make_tables(*run_files(folders), settings, tmp_path / "tables")
+    text = run_write_summary([tmp_path / "tables" / "ranking.csv"], tmp_path / "summary.md")
+    assert "fixed latency reduction (points, lower is better), measured on an unrecorded" in text
+    assert "- FR 0.4: " in text and "- LR 0.2: " in text and "- loss ≤ 0.5 pp: " in text
+
+
+def test_a_ranking_of_an_older_format_is_refused(tmp_path):
+    pd.DataFrame({"dataset": ["syn"], "mean": [1.0]}).to_csv(tmp_path / "old.csv", index=False)
+    with pytest.raises(CalexError, match="rerun make_tables"):
+        run_write_summary([tmp_path / "old.csv"], tmp_path / "summary.md")
+    assert not (tmp_path / "summary.md").exists()

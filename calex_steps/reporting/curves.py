@@ -6,6 +6,10 @@ import numpy as np
 
 from calex_steps.errors import CalexError
 
+# How a reading relates to the measured range, worst first when runs are pooled.
+MEASURED, EXTRAPOLATED, MISSING = 0, 1, 2
+STATUS_NAMES = ("measured", "extrapolated", "missing")
+
 # Slack when testing a target against the measured range, so that e.g. 0.4 + 0.08
 # computed in floating point still counts as "within 0.08".
 _RANGE_EPS = 1e-9
@@ -76,3 +80,99 @@ def interpolate_at_fr(fr, acc, backbone_acc: float, targets, tolerance: float = 
     if not (np.all(np.isfinite(fr)) and np.all(np.isfinite(acc)) and np.isfinite(backbone_acc)):
         raise CalexError("FR, accuracy and backbone accuracy must be finite numbers")
     return interpolate_curve(np.r_[0.0, fr], np.r_[backbone_acc, acc], targets, tolerance)
+
+
+# ---- many curves at once: one curve per column --------------------------------------
+#
+# The bootstrap reads thousands of resampled curves; these functions read all of them in
+# one pass. A curve is a column of (P, B) arrays x and y; it gets exactly the treatment
+# ``interpolate_curve`` gives one curve (sorted, points sharing an x merged at their
+# mean y, linear between points, end segments continued), without the NaN cut-off: the
+# caller decides what lies too far out from ``x_range``.
+
+
+def merge_columns(x, y) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sort every column of (P, B) arrays by x and merge the points sharing an x.
+
+    Returns:
+        mx, my: (P, B) merged points, ascending in the first ``count`` rows of
+        each column, NaN below them.
+        count: (B,) number of distinct x values per column (at least 1).
+    """
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    if x.ndim != 2 or x.shape != y.shape or x.shape[0] == 0:
+        raise CalexError(f"curve arrays must share one (points, curves) shape, got {x.shape}")
+    points, curves = x.shape
+    order = np.argsort(x, axis=0, kind="stable")
+    xs, ys = np.take_along_axis(x, order, 0), np.take_along_axis(y, order, 0)
+    starts = np.ones(x.shape, dtype=bool)
+    starts[1:] = xs[1:] != xs[:-1]
+    group = np.cumsum(starts, axis=0) - 1  # (P, B): merged row of each sorted point
+    flat = (group * curves + np.arange(curves)).ravel()
+    size = points * curves
+    counts = np.bincount(flat, minlength=size).reshape(points, curves)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mx = np.bincount(flat, xs.ravel(), minlength=size).reshape(points, curves) / counts
+        my = np.bincount(flat, ys.ravel(), minlength=size).reshape(points, curves) / counts
+    return mx, my, group[-1] + 1
+
+
+def x_range(mx: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(B,) smallest and largest x of merged columns (``merge_columns`` output)."""
+    columns = np.arange(mx.shape[1])
+    return mx[0], mx[count - 1, columns]
+
+
+def read_columns(mx: np.ndarray, my: np.ndarray, count: np.ndarray, targets) -> np.ndarray:
+    """Every merged column read at every target: (T, B).
+
+    Linear between points, continued along the end segments past either end
+    (a column with one point is constant). Same values as ``interpolate_curve``
+    wherever that one does not return NaN.
+    """
+    t = np.asarray(targets, np.float64).reshape(-1, 1, 1)  # (T, 1, 1)
+    columns = np.arange(mx.shape[1])
+    below = np.sum(mx[None] <= t, axis=1)  # (T, B); NaN rows never count
+    lower = np.clip(below - 1, 0, np.maximum(count - 2, 0))  # left end of the segment
+    upper = np.minimum(lower + 1, count - 1)
+    x0, x1 = mx[lower, columns], mx[upper, columns]
+    y0, y1 = my[lower, columns], my[upper, columns]
+    width = np.where(upper > lower, x1 - x0, 1.0)
+    slope = np.where(upper > lower, (y1 - y0) / width, 0.0)
+    return y0 + (t[:, :, 0] - x0) * slope
+
+
+def largest_x_within(mx, my, count, level: float) -> np.ndarray:
+    """(B,) the largest x at which each merged column's y is at most ``level``.
+
+    Where the last point is still within ``level``, the last segment is
+    continued to where it crosses ``level`` (``inf`` when it never rises that
+    far). A column entirely above ``level`` gives NaN.
+    """
+    columns = np.arange(mx.shape[1])
+    x0, x1, y0, y1 = mx[:-1], mx[1:], my[:-1], my[1:]  # segments; NaN past the count
+    with np.errstate(invalid="ignore", divide="ignore"):
+        crossing = x0 + (level - y0) / (y1 - y0) * (x1 - x0)
+    inside = np.where(y1 <= level, x1, np.where(y0 <= level, crossing, -np.inf))
+    inside = np.where(np.isnan(inside), -np.inf, inside)
+    first = np.where(my[0] <= level, mx[0], -np.inf)
+    best = np.maximum(first, inside.max(axis=0, initial=-np.inf))
+    last = count - 1
+    xl, yl = mx[last, columns], my[last, columns]
+    xp, yp = mx[np.maximum(last - 1, 0), columns], my[np.maximum(last - 1, 0), columns]
+    rising = (last > 0) & (yl > yp)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        beyond = np.where(rising, xl + (level - yl) / (yl - yp) * (xl - xp), np.inf)
+    best = np.where(yl <= level, beyond, best)
+    return np.where(np.isneginf(best), np.nan, best)
+
+
+def reading_status(value, low: float, high: float, tolerance: float) -> np.ndarray:
+    """Status of readings at ``value`` (a target, or an iso-loss FR) on a curve spanning
+    [low, high]: ``MEASURED`` inside, ``EXTRAPOLATED`` up to ``tolerance`` outside,
+    ``MISSING`` further out or NaN."""
+    value = np.asarray(value, np.float64)
+    out = np.where((value > high) | (value < low), EXTRAPOLATED, MEASURED)
+    far = (value > high + tolerance + _RANGE_EPS) | (value < low - tolerance - _RANGE_EPS)
+    return np.where(far | np.isnan(value), MISSING, out).astype(np.int8)

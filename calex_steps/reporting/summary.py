@@ -1,7 +1,9 @@
-"""The summary: which recipe loses least at each FR, in sentences generated from the loss tables.
+"""The summary: which recipe does best at each target, in sentences generated from the tables.
 
-Every sentence is derived from the numbers in the tables (``make_tables``
-output), so it can never disagree with them.
+Every sentence is derived from ``ranking.csv`` (written by ``make_tables`` from
+the same estimates as the loss tables), so it can never disagree with them.
+Extrapolated cells never enter the ranking; a best recipe whose gap to the
+runner-up has an interval containing zero is reported as not distinguishable.
 """
 
 from __future__ import annotations
@@ -9,82 +11,86 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from calex_steps.errors import CalexError
+from calex_steps.reporting.ranking import COLUMNS
+from calex_steps.reporting.tables import number
 
-TABLE_COLUMNS = ("dataset", "backbone", "recipe", "fr_target", "mean", "std", "seeds")
+# view -> (heading, how a target is named, unit of the values, verb of the best recipe)
+VIEWS = {
+    "loss_fr": ("Accuracy loss at a fixed FLOPs reduction (points, lower is better)",
+                "FR {:g}", " pp", "loses least"),
+    "iso_fr": ("Largest FLOPs reduction within an accuracy-loss budget (higher is better)",
+               "loss ≤ {:g} pp", "", "reaches the largest FR"),
+    "loss_lr": ("Accuracy loss at a fixed latency reduction (points, lower is better)",
+                "LR {:g}", " pp", "loses least"),
+}  # fmt: skip
 
 
-def read_tables(paths: Sequence[Path]) -> pd.DataFrame:
-    """Concatenate the long loss tables; CalexError if one lacks a column."""
+def read_rankings(paths: Sequence[Path]) -> pd.DataFrame:
+    """Concatenate ``ranking.csv`` files; CalexError if one is missing or lacks a column."""
     frames = []
     for path in paths:
         if not Path(path).is_file():
-            raise CalexError(f"loss table {path} does not exist; run make_tables first")
-        frame = pd.read_csv(path)
-        missing = sorted(set(TABLE_COLUMNS) - set(frame.columns))
+            raise CalexError(f"ranking table {path} does not exist; run make_tables first")
+        frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+        missing = sorted(set(COLUMNS) - set(frame.columns))
         if missing:
             raise CalexError(f"{path} lacks columns {missing}; rerun make_tables")
         frames.append(frame)
     if not frames:
-        raise CalexError("no loss tables were given")
+        raise CalexError("no ranking tables were given")
     return pd.concat(frames, ignore_index=True)
 
 
-def _value(mean: float, std: float) -> str:
-    """'1.23 ± 0.45 points', or without the std when it is undefined (one seed)."""
-    return f"{mean:.2f} ± {std:.2f} points" if np.isfinite(std) else f"{mean:.2f} points"
+def _interval(mean: float, lo: float, hi: float, unit: str, digits: int) -> str:
+    """'13.7 pp [12.9, 14.5]'."""
+    return f"{number(mean, digits)}{unit} [{number(lo, digits)}, {number(hi, digits)}]"
 
 
-def best_per_fr(table: pd.DataFrame) -> pd.DataFrame:
-    """Per (dataset, backbone, FR): the recipe of least mean loss, its std, and the runner-up.
-
-    Returns:
-        columns ``dataset, backbone, fr_target, best, mean, std, seeds,
-        runner_up, gap`` (gap = runner-up mean − best mean); ``best`` is
-        empty when no recipe reaches the FR.
-    """
-    rows = []
-    for (dataset, backbone, target), group in table.groupby(
-        ["dataset", "backbone", "fr_target"], sort=False
-    ):
-        ranked = group[np.isfinite(group["mean"])].sort_values(["mean", "recipe"])
-        if ranked.empty:
-            rows.append((dataset, backbone, target, "", np.nan, np.nan, 0, "", np.nan))
-            continue
-        top = ranked.iloc[0]
-        runner = ranked.iloc[1] if len(ranked) > 1 else None
-        rows.append((
-            dataset, backbone, target, top["recipe"], top["mean"], top["std"], int(top["seeds"]),
-            "" if runner is None else runner["recipe"],
-            np.nan if runner is None else runner["mean"] - top["mean"],
-        ))  # fmt: skip
-    columns = ["dataset", "backbone", "fr_target", "best", "mean", "std", "seeds", "runner_up"]
-    return pd.DataFrame(rows, columns=[*columns, "gap"])
+def sentence(row, view: str) -> str:
+    """One line of the summary for one ranking row."""
+    _, name, unit, verb = VIEWS[view]
+    digits = 2 if view == "iso_fr" else 1
+    where = name.format(row.target)
+    if row.verdict == "none":
+        return f"- {where}: no recipe reaches this target without extrapolation."
+    best = f"**{row.best}** {verb}, {_interval(row.mean, row.ci_lo, row.ci_hi, unit, digits)}"
+    if row.verdict == "single":
+        return f"- {where}: {best}; no other recipe reaches it without extrapolation."
+    gap = (
+        f"the gap to {row.runner_up} is {_interval(row.gap, row.gap_lo, row.gap_hi, unit, digits)}"
+    )
+    if row.verdict == "distinguishable":
+        return f"- {where}: {best}; {gap}."
+    return f"- {where}: no recipe is distinguishable from the best: {best}, but {gap}."
 
 
-def summary_markdown(best: pd.DataFrame) -> str:
-    """The summary text: one section per (dataset, backbone), one line per FR."""
+def summary_markdown(ranking: pd.DataFrame) -> str:
+    """The summary text: per (dataset, backbone) and view, one line per target."""
     lines = [
         "# Summary of the comparison",
         "",
-        "Generated by the write_summary rule from `results/tables/*/loss_at_fr.csv`.",
-        "Loss = backbone accuracy minus the cascade's accuracy at that FLOPs reduction,",
-        "in percentage points (lower is better), mean ± std over seeds.",
+        "Generated by the write_summary rule from `results/tables/*/ranking.csv` (make_tables).",
+        "Only cells every run measured (not extrapolated) enter a ranking; a gap is the paired",
+        "difference between the best recipe and the runner-up on the same test images, seeds",
+        "and splits, and the best recipe is called distinguishable only when the interval of",
+        "that gap excludes zero.",
     ]
-    for (dataset, backbone), group in best.groupby(["dataset", "backbone"], sort=False):
-        lines += ["", f"## {dataset}, {backbone}", ""]
-        for row in group.itertuples(index=False):
-            if not row.best:
-                lines.append(f"- FR {row.fr_target:g}: no recipe reaches this FR.")
+    for (dataset, backbone), group in ranking.groupby(["dataset", "backbone"], sort=False):
+        lines += ["", f"## {dataset}, {backbone}", "", f"Intervals: {group['basis'].iloc[0]}."]
+        for view, (heading, *_) in VIEWS.items():
+            rows = group[group["view"] == view]
+            if rows.empty:
                 continue
-            text = (
-                f"- FR {row.fr_target:g}: **{row.best}** loses least, "
-                f"{_value(row.mean, row.std)} ({row.seeds} seed{'s' if row.seeds != 1 else ''})"
+            if (rows["verdict"] == "not measured").all():
+                lines += ["", f"{heading}: not measured (no segment timings for this backbone)."]
+                continue
+            condition = rows["condition"].iloc[0]
+            suffix = (
+                f", measured on {condition}" if isinstance(condition, str) and condition else ""
             )
-            if row.runner_up:
-                text += f"; next is {row.runner_up}, {row.gap:.2f} points more"
-            lines.append(text + ".")
+            lines += ["", f"{heading}{suffix}:", ""]
+            lines += [sentence(row, view) for row in rows.itertuples(index=False)]
     return "\n".join(lines) + "\n"

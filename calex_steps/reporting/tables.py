@@ -1,161 +1,234 @@
-"""Loss-at-fixed-FR tables: per seed, summarised over seeds, and printed (SPEC section 10)."""
+"""The tables: long CSV frames of estimates with intervals, and their Markdown and LaTeX forms.
+
+Every cell carries its status: ``measured`` (inside the range the sweep
+reached in every run), ``extrapolated`` (past it in some run, by at most the
+tolerance: printed with a dagger) or ``missing`` (further out: printed "—").
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from calex_steps.errors import CalexError
-from calex_steps.reporting.curves import interpolate_at_fr
+from calex_steps.reporting.bootstrap import Estimate, axis_readings, interval
+from calex_steps.reporting.curves import MISSING, STATUS_NAMES
 
 FR_TARGETS = (0.4, 0.5, 0.6, 0.7, 0.8)
-MISSING = "—"  # printed for a target the curve does not reach
-SWEEP_KEYS = ("dataset", "backbone", "recipe", "seed", "split")
+ABLATION_FRS = (0.4, 0.6)  # the FRs of the paper's 2×2 ablation (its Table A3)
+MISSING_MARK = "—"
+EXTRAPOLATED_MARK = "†"
+NOT_MEASURED = "not measured"
+
+# How each table names its targets: CSV column, Markdown header of one target.
+TARGETS = {
+    "loss_fr": ("fr_target", "FR {:g}"),
+    "loss_lr": ("lr_target", "LR {:g}"),
+    "iso_fr": ("loss_budget", "loss ≤ {:g} pp"),
+}
 
 
-def _numbered(part: str, prefix: str) -> int | None:
-    """``seed3`` -> 3 for prefix ``seed``; None when ``part`` is not of that form."""
-    rest = part[len(prefix) :]
-    return int(rest) if part.startswith(prefix) and rest.isdigit() else None
-
-
-def parse_run_path(path: str | Path) -> dict:
-    """Dataset, backbone, recipe, seed and split of
-    ``results/{d}/{b}/{r}/seed{s}/split{k}/<file>`` (or ``.../seed{s}/<file>``: split 0)."""
-    parts = Path(path).parts
-    split = _numbered(parts[-2], "split") if len(parts) >= 2 else None
-    if split is not None:
-        parts = parts[:-2] + parts[-1:]
-    if len(parts) < 5 or _numbered(parts[-2], "seed") is None:
-        raise CalexError(
-            f"{path} is not laid out as results/DATASET/BACKBONE/RECIPE/seedN/splitK/FILE; "
-            "pass the sweep files the workflow wrote"
-        )
-    return {
-        "dataset": parts[-5],
-        "backbone": parts[-4],
-        "recipe": parts[-3],
-        "seed": _numbered(parts[-2], "seed"),
-        "split": split or 0,
-    }
-
-
-def read_sweeps(paths: Sequence[str | Path]) -> pd.DataFrame:
-    """All ``sweep.csv`` files in one frame, tagged with dataset, backbone, recipe, seed."""
-    frames = []
-    for path in paths:
-        if not Path(path).is_file():
-            raise CalexError(f"sweep table {path} does not exist; run sweep_margins first")
-        frame = pd.read_csv(path)
-        missing = {"margin", "accuracy", "fr", "backbone_accuracy"} - set(frame.columns)
-        if missing or frame.empty:
-            raise CalexError(f"{path} lacks rows or columns {sorted(missing)}; rerun sweep_margins")
-        frames.append(frame.assign(**parse_run_path(path)))
-    if not frames:
-        raise CalexError("no sweep tables were given")
-    return pd.concat(frames, ignore_index=True)
-
-
-def loss_per_seed(
-    sweeps: pd.DataFrame, targets: Sequence[float] = FR_TARGETS, tolerance: float = 0.08
-) -> pd.DataFrame:
-    """Accuracy loss in points at each target FR, for every (dataset, backbone, recipe, seed).
-
-    Returns:
-        columns ``dataset, backbone, recipe, seed, fr_target, loss``, where
-        loss = 100·(backbone accuracy − interpolated accuracy), NaN for "—".
-    """
-    rows = []
-    for key, run in sweeps.groupby(list(SWEEP_KEYS), sort=False):
-        backbone_acc = float(run["backbone_accuracy"].iloc[0])
-        acc = interpolate_at_fr(run["fr"], run["accuracy"], backbone_acc, targets, tolerance)
-        for target, value in zip(targets, acc, strict=True):
-            rows.append((*key, float(target), 100.0 * (backbone_acc - value)))
-    return pd.DataFrame(rows, columns=[*SWEEP_KEYS, "fr_target", "loss"])
-
-
-def summarise_loss(per_seed: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std (ddof 1) over seeds of the loss at each target FR.
-
-    The mean is NaN ("—") unless every seed reaches the target: a mean over
-    the lucky seeds alone would flatter the recipe. ``seeds`` counts the seeds
-    that reach it; ``std`` is NaN with fewer than two.
-
-    Returns:
-        columns ``dataset, backbone, recipe, fr_target, mean, std, seeds``.
-    """
-    keys = ["dataset", "backbone", "recipe", "fr_target"]
-    grouped = per_seed.groupby(keys, sort=False)["loss"]
-    out = grouped.agg(
-        mean=lambda s: s.mean() if s.notna().all() else np.nan,
-        std=lambda s: s.std(ddof=1) if s.notna().all() and s.size > 1 else np.nan,
-        seeds=lambda s: int(s.notna().sum()),
-    )
-    return out.reset_index()
-
-
-def format_cell(values: Sequence[float], digits: int = 2) -> str:
-    """One table cell: the values of each backbone joined by '/', '—' for NaN."""
-    return "/".join(MISSING if not np.isfinite(v) else f"{v:.{digits}f}" for v in values)
-
-
-def wide_table(
-    summary: pd.DataFrame,
-    dataset: str,
-    backbones: Sequence[str],
+def long_table(
+    est: Estimate,
+    reference: int | None,
+    where: dict,
     recipes: Sequence[str],
-    targets: Sequence[float] = FR_TARGETS,
+    view: str,
+    confidence: float,
 ) -> pd.DataFrame:
-    """Recipes × target FRs of one dataset; each cell the backbones' mean losses, e.g. "1.20/0.85".
+    """One row per recipe and target: estimate, interval, spread, status, paired difference.
 
-    Backbones and recipes keep the order given (the study's); a combination
-    absent from ``summary`` prints as '—'.
+    Args:
+        est: the view's estimate for one (dataset, backbone).
+        reference: row of the reference recipe in ``recipes`` (None: no differences).
+        where: ``dataset`` and ``backbone``.
+        recipes: the recipes of ``est``, in its order.
+        view: a key of ``TARGETS``.
+        confidence: interval level.
     """
-    means = summary[summary["dataset"] == dataset].set_index(["recipe", "fr_target", "backbone"])
-    means = means["mean"]
+    lo, hi = interval(est.reps, confidence)
+    spread = est.spread()
+    if reference is None:
+        diff = dlo = dhi = np.full(est.point.shape, np.nan)
+    else:
+        paired = est.paired(reference)
+        diff = np.where(paired.status == MISSING, np.nan, paired.point)
+        dlo, dhi = interval(paired.reps, confidence)
+    rows = []
+    for r, recipe in enumerate(recipes):
+        for t, target in enumerate(est.targets):
+            rows.append({
+                **where, "recipe": recipe, TARGETS[view][0]: float(target),
+                "mean": est.point[r, t], "ci_lo": lo[r, t], "ci_hi": hi[r, t],
+                "std": spread[r, t], "runs": est.per_run.shape[1],
+                "status": STATUS_NAMES[est.status[r, t]], "reached": est.reached[r],
+                "reference": "" if reference is None else recipes[reference],
+                "diff": diff[r, t], "diff_lo": dlo[r, t], "diff_hi": dhi[r, t],
+            })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def number(value: float, digits: int, sign: bool = False) -> str:
+    """``value`` rounded to ``digits`` decimals, never printed as '-0.0' (with ``sign``,
+    always signed: '+0.4')."""
+    text = f"{value:{'+' if sign else ''}.{digits}f}"
+    return f"{0.0:{'+' if sign else ''}.{digits}f}" if float(text) == 0 else text
+
+
+def cell_text(mean: float, lo: float, hi: float, status: str, digits: int) -> str:
+    """'14.4 [13.2, 15.6]', with a dagger when extrapolated and '—' when missing."""
+    if status == "missing" or not np.isfinite(mean):
+        return MISSING_MARK
+    text = f"{number(mean, digits)} [{number(lo, digits)}, {number(hi, digits)}]"
+    return text + (EXTRAPOLATED_MARK if status == "extrapolated" else "")
+
+
+def wide_table(long: pd.DataFrame, recipes: Sequence[str], view: str, digits: int, diff=False):
+    """Recipes × targets of one backbone, each cell the estimate (or the paired difference)
+    with its interval; the reference's own difference row reads 'reference'."""
+    column, header = TARGETS[view]
+    keyed = long.set_index(["recipe", column])
     cells = {}
-    for target in targets:
-        column = []
+    for target in sorted(long[column].unique()):
+        texts = []
         for recipe in recipes:
-            values = [means.get((recipe, float(target), b), np.nan) for b in backbones]
-            column.append(format_cell(values))
-        cells[f"FR {target:g}"] = column
+            row = keyed.loc[(recipe, target)]
+            if diff and row["reference"] == recipe:
+                texts.append("reference")
+                continue
+            names = ("diff", "diff_lo", "diff_hi") if diff else ("mean", "ci_lo", "ci_hi")
+            texts.append(cell_text(*(row[n] for n in names), row["status"], digits))
+        cells[header.format(target)] = texts
     return pd.DataFrame(cells, index=pd.Index(list(recipes), name="recipe"))
 
 
-def to_markdown(wide: pd.DataFrame, title: str) -> str:
-    """A Markdown table with a one-line title above it."""
+def to_markdown(wide: pd.DataFrame) -> str:
+    """A Markdown table of a wide table."""
     header = ["recipe", *wide.columns]
-    lines = [title, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for recipe, row in wide.iterrows():
-        lines.append("| " + " | ".join([str(recipe), *row.tolist()]) + " |")
+        lines.append("| " + " | ".join([f"`{recipe}`", *row.tolist()]) + " |")
     return "\n".join(lines) + "\n"
 
 
 def _latex_escape(text: str) -> str:
-    """Escape the characters of recipe and backbone names that LaTeX treats specially."""
+    """Escape LaTeX's special characters; write the marks and signs as LaTeX."""
     for char in ("\\", "&", "%", "$", "#", "_", "{", "}"):
         text = text.replace(char, "\\" + char)
-    return text.replace("—", "---")
+    text = text.replace(MISSING_MARK, "---").replace(EXTRAPOLATED_MARK, "\\textsuperscript{\\dag}")
+    return text.replace("≤", "$\\leq$")
 
 
-def to_latex(wide: pd.DataFrame, caption: str, label: str) -> str:
-    """A booktabs ``table`` environment of the wide table."""
-    spec = "l" + "c" * len(wide.columns)
+def to_latex(blocks: Sequence[tuple[str, pd.DataFrame]], caption: str, label: str) -> str:
+    """A booktabs ``table``: one titled block of rows per (title, wide table); without
+    blocks (nothing measured), a comment saying so."""
+    if not blocks:
+        return f"% {caption}\n% {NOT_MEASURED}: no table\n"
+    columns = list(blocks[0][1].columns)
     lines = [
         "\\begin{table}[t]",
         "\\centering",
         f"\\caption{{{_latex_escape(caption)}}}",
         f"\\label{{{label}}}",
-        f"\\begin{{tabular}}{{{spec}}}",
+        f"\\begin{{tabular}}{{l{'c' * len(columns)}}}",
         "\\toprule",
-        " & ".join(["Recipe", *map(_latex_escape, wide.columns)]) + " \\\\",
-        "\\midrule",
+        " & ".join(["Recipe", *map(_latex_escape, columns)]) + " \\\\",
     ]
-    for recipe, row in wide.iterrows():
-        lines.append(" & ".join(_latex_escape(str(c)) for c in [recipe, *row]) + " \\\\")
+    for title, wide in blocks:
+        span = len(columns) + 1
+        lines += [
+            "\\midrule",
+            f"\\multicolumn{{{span}}}{{l}}{{\\emph{{{_latex_escape(title)}}}}} \\\\",
+        ]
+        for recipe, row in wide.iterrows():
+            lines.append(" & ".join(_latex_escape(str(c)) for c in [recipe, *row]) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
     return "\n".join(lines) + "\n"
+
+
+def view_documents(
+    long: pd.DataFrame, recipes, view: str, digits: int, title: str, notes: str, headers: dict
+) -> tuple[str, str]:
+    """The Markdown and LaTeX documents of one view of one dataset.
+
+    Per backbone (``headers``: backbone -> the line under its name, e.g. what
+    the intervals cover), the estimates and, when there is a reference, the
+    paired differences; a backbone whose cells are all ``not measured`` gets a
+    line saying so instead.
+    """
+    md = [title, "", notes, ""]
+    blocks = []
+    for backbone, header in headers.items():
+        part = long[long["backbone"] == backbone]
+        if part.empty or (part["status"] == NOT_MEASURED).all():
+            md += [f"**{backbone}**: {NOT_MEASURED} ({header}).", ""]
+            continue
+        wide = wide_table(part, recipes, view, digits)
+        md += [f"**{backbone}** ({header})", "", to_markdown(wide)]
+        blocks.append((backbone, wide))
+        reference = part["reference"].iloc[0]
+        if reference:
+            diff = wide_table(part, recipes, view, digits, diff=True)
+            md += [f"**{backbone}**, paired difference to `{reference}`", "", to_markdown(diff)]
+            blocks.append((f"{backbone}, paired difference to {reference}", diff))
+    label = f"tab:{view.replace('_', '-')}-{long['dataset'].iloc[0]}"
+    return "\n".join(md), to_latex(blocks, f"{title} {notes}", label)
+
+
+def paper_grid(sweeps: pd.DataFrame, frontier: pd.DataFrame, targets, tolerance: float):
+    """The loss read on the paper's margins (``sweep.csv``) beside the dense frontier's.
+
+    Each run's paper-grid curve is read exactly as the frontier is (same anchor,
+    interpolation, tolerance); runs are pooled by their mean, the worst status
+    decides. ``moved`` = paper grid − frontier, in points.
+
+    Args:
+        sweeps: ``runfiles.read_tables`` of the ``sweep.csv`` files.
+        frontier: the ``loss_fr`` long table (point estimates and statuses).
+    """
+    rows = []
+    for (dataset, backbone, recipe), group in sweeps.groupby(
+        ["dataset", "backbone", "recipe"], sort=False
+    ):
+        losses, statuses = [], []
+        for _, run in group.groupby(["seed", "split"]):
+            fr, acc = run[["fr"]].to_numpy(float), run[["accuracy"]].to_numpy(float)
+            bb = run["backbone_accuracy"].to_numpy(float)[:1]
+            loss, status = axis_readings(fr, acc, bb, targets, tolerance)["loss"]
+            losses.append(loss[:, 0])
+            statuses.append(status)
+        worst = np.max(statuses, axis=0)
+        mean = np.where(worst == MISSING, np.nan, np.mean(losses, axis=0))
+        for t, target in enumerate(targets):
+            rows.append((dataset, backbone, recipe, float(target), mean[t], STATUS_NAMES[worst[t]]))
+    columns = ["dataset", "backbone", "recipe", "fr_target", "paper_grid", "paper_status"]
+    paper = pd.DataFrame(rows, columns=columns)
+    dense = frontier[["dataset", "backbone", "recipe", "fr_target", "mean", "status"]]
+    dense = dense.rename(columns={"mean": "frontier", "status": "frontier_status"})
+    out = paper.merge(dense, on=["dataset", "backbone", "recipe", "fr_target"], how="left")
+    return out.assign(moved=out["paper_grid"] - out["frontier"])
+
+
+def paper_grid_markdown(table: pd.DataFrame, recipes, backbones, digits: int, title: str) -> str:
+    """Per backbone, recipes × FR: 'paper-grid loss (moved)', with the marks of both grids."""
+
+    def text(row) -> str:
+        if row["paper_status"] == "missing" or not np.isfinite(row["paper_grid"]):
+            return MISSING_MARK
+        mark = EXTRAPOLATED_MARK if row["paper_status"] == "extrapolated" else ""
+        moved = "n/a" if not np.isfinite(row["moved"]) else number(row["moved"], digits, True)
+        return f"{number(row['paper_grid'], digits)}{mark} ({moved})"
+
+    md = [title, ""]
+    for backbone in backbones:
+        part = table[table["backbone"] == backbone].set_index(["recipe", "fr_target"])
+        if part.empty:
+            continue
+        targets = sorted(part.index.get_level_values(1).unique())
+        wide = pd.DataFrame(
+            {f"FR {t:g}": [text(part.loc[(r, t)]) for r in recipes] for t in targets},
+            index=pd.Index(list(recipes), name="recipe"),
+        )
+        md += [f"**{backbone}**", "", to_markdown(wide)]
+    return "\n".join(md)

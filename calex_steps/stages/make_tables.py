@@ -1,13 +1,26 @@
-"""Stage `make_tables`: accuracy loss at fixed FLOPs reductions for one dataset.
+"""Stage `make_tables`: every table of one dataset, with bootstrap intervals.
 
-    python -m calex_steps.stages.make_tables --sweeps results/D/*/*/seed*/sweep.csv \
-        --settings '{"backbones": ["resnet18", "resnet50"], "recipes": ["calexnet", ...]}' \
-        --out-csv loss_at_fr.csv --out-md loss_at_fr.md --out-tex loss_at_fr.tex
+    python -m calex_steps.stages.make_tables \
+        --frontiers results/D/*/*/seed*/split*/frontier.csv \
+        --sweeps results/D/*/*/seed*/split*/sweep.csv \
+        --exits results/D/*/*/seed*/split*/exits.npz \
+        [--segments results/D/*/latency/segments.json] \
+        --settings '{"backbones": [...], "recipes": [...], "reference": "noalign", ...}' \
+        --out-dir results/tables/D
 
-Per seed, each recipe's Pareto curve is read at FR 0.4 ... 0.8 (SPEC section
-10); the loss in points is averaged over seeds. The CSV is long (one row per
-dataset, backbone, recipe and FR with mean, std and the number of seeds); the
-Markdown and LaTeX tables put the backbones side by side in each cell.
+Reads each run's dense margin frontier and per-image exits (every split of
+every seed), resamples test images, seeds and splits (a paired two-level
+bootstrap, docs/results.md) and writes into --out-dir:
+  loss_at_fr.{csv,md,tex}     accuracy loss at fixed FLOPs reduction, paired differences
+  iso_accuracy.{csv,md,tex}   the largest FR within each accuracy-loss budget
+  loss_at_lr.{csv,md,tex}     accuracy loss at fixed latency reduction ("not measured"
+                              for a backbone without --segments timings)
+  paper_grid.{csv,md}         the loss read on the paper's eight margins, and how far
+                              each cell moves from the dense frontier
+  ranking.csv                 the best recipe per target and its gap to the runner-up
+  bootstrap.npz               the replicates write_claims checks the paper's claims on
+A cell past the largest reduction a run reached is marked extrapolated (CSV
+`status`, a dagger in Markdown and LaTeX); further than `tolerance` it is "—".
 """
 
 from __future__ import annotations
@@ -16,67 +29,67 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-import pandas as pd
-
 from calex_steps.cli import parse_json_arg, stage_main, stage_parser
-from calex_steps.data.files import save_csv, save_text
+from calex_steps.data.files import save_csv, save_npz, save_text
 from calex_steps.errors import CalexError
-from calex_steps.reporting import tables
+from calex_steps.reporting import documents, runfiles, study
 
 log = logging.getLogger("calex")
-SETTINGS_KEYS = ("backbones", "recipes", "fr_targets", "tolerance")
 CSV_FLOAT = "%.4f"
 
 
-def check_settings(settings: dict) -> dict:
-    """Fill defaults for the optional keys; reject unknown or missing ones."""
-    unknown = sorted(set(settings) - set(SETTINGS_KEYS))
-    if unknown or not {"backbones", "recipes"} <= set(settings):
-        raise CalexError(
-            f"--settings takes the keys {list(SETTINGS_KEYS)} (backbones and recipes required); "
-            f"got {sorted(settings)}"
-        )
-    return {"fr_targets": list(tables.FR_TARGETS), "tolerance": 0.08, **settings}
+def segment_conditions(segments: Sequence[Path], batch_size) -> dict[str, str]:
+    """Backbone -> what its latency was measured on, from ``results/D/B/latency/segments.json``."""
+    out = {}
+    for path in segments:
+        parts = Path(path).parts
+        if len(parts) < 3 or parts[-2] != "latency":
+            raise CalexError(f"{path} is not laid out as results/DATASET/BACKBONE/latency/FILE")
+        out[parts[-3]] = runfiles.latency_condition(path, batch_size)
+    return out
 
 
 def run_make_tables(
-    sweeps: Sequence[Path], settings: dict, out_csv: Path, out_md: Path, out_tex: Path
-) -> pd.DataFrame:
-    """Build the loss tables of one dataset from its sweep files; write CSV, Markdown, LaTeX.
+    frontiers: Sequence[Path],
+    sweeps: Sequence[Path],
+    exits: Sequence[Path],
+    settings: dict,
+    out_dir: Path,
+    segments: Sequence[Path] = (),
+) -> dict:
+    """Build every table of one dataset; write the files the module docstring lists.
 
     Returns:
-        The long summary (``tables.summarise_loss`` columns).
+        ``study.tabulate``'s dict (frames, replicate arrays, bases, conditions).
     """
-    settings = check_settings(settings)
-    frame = tables.read_sweeps(sweeps)
-    datasets = frame["dataset"].unique().tolist()
+    settings = study.check_settings(settings)
+    frontier, paper = runfiles.read_tables(frontiers), runfiles.read_tables(sweeps)
+    datasets = sorted(set(frontier["dataset"]) | set(paper["dataset"]))
     if len(datasets) != 1:
-        raise CalexError(f"make_tables builds one dataset's tables; the sweeps span {datasets}")
-    dataset = datasets[0]
-    per_seed = tables.loss_per_seed(frame, settings["fr_targets"], settings["tolerance"])
-    summary = tables.summarise_loss(per_seed)
-    wide = tables.wide_table(
-        summary, dataset, settings["backbones"], settings["recipes"], settings["fr_targets"]
-    )
-    backbones = "/".join(settings["backbones"])
-    title = (
-        f"Accuracy loss (points) at fixed FLOPs reduction on {dataset}, mean over seeds; "
-        f"each cell {backbones}; {tables.MISSING} = FR not reached."
-    )
-    save_csv(summary, out_csv, CSV_FLOAT)
-    save_text(out_md, tables.to_markdown(wide, title))
-    save_text(out_tex, tables.to_latex(wide, title, f"tab:loss-{dataset}"))
-    log.info("wrote %d summary rows for %s", len(summary), dataset)
-    return summary
+        raise CalexError(f"make_tables builds one dataset's tables; the inputs span {datasets}")
+    by_run = {study.run_key(p): Path(p) for p in exits}
+    conditions = segment_conditions(segments, settings["lr_batch_size"])
+    out = study.tabulate(frontier, paper, by_run, settings, conditions)
+    texts = documents.render(out, settings["recipes"], datasets[0], settings["tolerance"])
+    for name, text in texts.items():
+        save_text(Path(out_dir) / name, text)
+    for name, frame in documents.csv_files(out).items():
+        save_csv(frame, Path(out_dir) / name, CSV_FLOAT)
+    save_npz(Path(out_dir) / "bootstrap.npz", out["arrays"])
+    log.info("wrote the tables of %s into %s", datasets[0], out_dir)
+    return out
 
 
 def build_parser():
     """Command-line interface of the stage."""
     p = stage_parser("make_tables", __doc__)
-    p.add_argument("--sweeps", type=Path, nargs="+", required=True, help="sweep.csv files")
-    p.add_argument("--settings", required=True, help='JSON: {"backbones": [...], "recipes": [...]}')
-    for ext in ("csv", "md", "tex"):
-        p.add_argument(f"--out-{ext}", type=Path, required=True)
+    for name, what in (("frontiers", "frontier.csv"), ("sweeps", "sweep.csv"),
+                       ("exits", "exits.npz")):  # fmt: skip
+        p.add_argument(f"--{name}", type=Path, nargs="+", required=True, help=f"{what} files")
+    p.add_argument("--segments", type=Path, nargs="*", default=[],
+                   help="latency/segments.json of each backbone (optional)")  # fmt: skip
+    p.add_argument("--settings", required=True, help='JSON: {"backbones": [...], ...}')
+    p.add_argument("--out-dir", type=Path, required=True, help="results/tables/DATASET")
     return p
 
 
@@ -84,7 +97,8 @@ def main(argv=None) -> int:
     """Entry point: 0 on success, 1 on a CalexError (printed as one line)."""
 
     def run(a) -> None:
-        run_make_tables(a.sweeps, parse_json_arg(a.settings), a.out_csv, a.out_md, a.out_tex)
+        run_make_tables(a.frontiers, a.sweeps, a.exits, parse_json_arg(a.settings), a.out_dir,
+                        a.segments)  # fmt: skip
 
     return stage_main(build_parser, run, argv)
 

@@ -13,13 +13,17 @@ import pandas as pd
 
 from calex_steps.cli import parse_json_arg, stage_main, stage_parser
 from calex_steps.errors import CalexError
-from calex_steps.reporting import tables
+from calex_steps.reporting.runfiles import parse_run_path
 
-SETTINGS_KEYS = ("recipes", "margins", "exit_signals")
+SETTINGS_KEYS = ("recipes", "margins", "exit_signals", "backbone", "lr_batch_size")
 
 
 def check_settings(settings: dict) -> dict:
-    """Reject unknown keys; default the margins to the paper's and the signals to branches."""
+    """Reject unknown keys; default the margins to the paper's and the signals to branches.
+
+    ``backbone`` names the backbone a figure drawn from a dataset-wide table
+    shows; ``lr_batch_size`` the batch size the sweep predicted latencies at.
+    """
     unknown = sorted(set(settings) - set(SETTINGS_KEYS))
     if unknown or "recipes" not in settings:
         raise CalexError(
@@ -52,7 +56,7 @@ def load_run(exits: Path, exit_signals: dict, with_signals: bool = True) -> dict
         (L, C)), ``num_branches`` and, with signals, ``conf``/``pred`` (lists of (N,)).
     """
     exits = Path(exits)
-    info = tables.parse_run_path(exits)
+    info = parse_run_path(exits)
     folder = exits.parent
     run_folder = folder.parent if folder.name.startswith("split") else folder
     for path in (exits, folder / "thresholds.npz"):
@@ -118,7 +122,7 @@ def mean_std(frame: pd.DataFrame, keys: list[str], stats: Sequence[str]) -> pd.D
 
 def where(paths: Sequence[Path]) -> str:
     """'dataset, backbone' of a set of run files, which must agree."""
-    runs = {(i["dataset"], i["backbone"]) for i in map(tables.parse_run_path, paths)}
+    runs = {(i["dataset"], i["backbone"]) for i in map(parse_run_path, paths)}
     if len(runs) != 1:
         raise CalexError(f"a figure shows one dataset and backbone; the inputs span {sorted(runs)}")
     return ", ".join(runs.pop())
@@ -140,29 +144,35 @@ def runs_at_margin(exits: Sequence[Path], settings: dict, wanted: float, with_si
 
 
 FIGURE_HELP = """
---settings holds `recipes` (legend order), `margins` (the configured sweep)
-and `exit_signals` (recipe -> `branch` or `ztw_ensemble`: which files beside
-exits.npz hold the confidences the thresholds act on). A margin a figure asks
-for but the sweep lacks is replaced by the nearest configured one, and the
-title says so. Writes one PNG and one PDF.
+--settings holds `recipes` (legend order), `margins` (the paper's grid, within
+the sweep's frontier), `exit_signals` (recipe -> `branch` or `ztw_ensemble`:
+which files beside exits.npz hold the confidences the thresholds act on) and,
+where a figure needs them, `backbone` (the one a dataset-wide table is drawn
+for) and `lr_batch_size` (the batch size latencies were predicted at). A
+margin a figure asks for but the sweep lacks is replaced by the nearest
+configured one, and the title says so. Writes one PNG and one PDF.
 """
 
 
-def figure_stage(figure: str, doc: str | None, run, inputs: str, *extra: str):
+def figure_stage(figure: str, doc: str | None, run, inputs: str, *extra: str, optional=()):
     """``(build_parser, main)`` of the stage ``plot_<figure>``.
 
-    Its command line: ``--<inputs>`` (``sweeps`` or ``exits``, several files),
-    one file per ``extra`` name (``prepared``, ``features``), ``--settings``,
-    ``--out-png`` and ``--out-pdf``; ``main`` calls ``run(inputs, *extra,
-    settings, out_png, out_pdf)``.
+    Its command line: ``--<inputs>`` (``frontiers``, ``tables`` or ``exits``,
+    several files), one file per ``extra`` name (``prepared``, ``features``),
+    ``--settings``, ``--out-png``, ``--out-pdf`` and, for each ``optional`` name
+    (``segments``), zero or more files; ``main`` calls ``run(inputs, *extra,
+    settings, out_png, out_pdf, **optional)``.
     """
-    helps = {"prepared": "prepared.h5", "features": "features.h5"}
+    helps = {"prepared": "prepared.h5", "features": "features.h5",
+             "segments": "latency/segments.json (optional)"}  # fmt: skip
 
     def build_parser():
         p = stage_parser(f"plot_{figure}", (doc or "") + FIGURE_HELP)
         p.add_argument(f"--{inputs}", type=Path, nargs="+", required=True)
         for name in extra:
             p.add_argument(f"--{name}", type=Path, required=True, help=helps[name])
+        for name in optional:
+            p.add_argument(f"--{name}", type=Path, nargs="*", default=[], help=helps[name])
         p.add_argument("--settings", required=True, help="JSON: recipes, margins, exit_signals")
         p.add_argument("--out-png", type=Path, required=True)
         p.add_argument("--out-pdf", type=Path, required=True)
@@ -173,7 +183,8 @@ def figure_stage(figure: str, doc: str | None, run, inputs: str, *extra: str):
 
         def body(a) -> None:
             files = [getattr(a, inputs), *(getattr(a, name) for name in extra)]
-            run(*files, parse_json_arg(a.settings), a.out_png, a.out_pdf)
+            more = {name: getattr(a, name) for name in optional}
+            run(*files, parse_json_arg(a.settings), a.out_png, a.out_pdf, **more)
             logging.getLogger("calex").info("wrote %s and %s", a.out_png, a.out_pdf)
 
         return stage_main(build_parser, body, argv)

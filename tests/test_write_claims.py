@@ -1,0 +1,90 @@
+"""Stage write_claims: the paper's claims, with verdicts derived from bootstrap replicates."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from report_fixtures import run_files, write_run
+
+from calex_steps.errors import CalexError
+from calex_steps.stages.make_tables import run_make_tables
+from calex_steps.stages.write_claims import run_write_claims
+
+SETTINGS = {"confidence": 0.95, "near_backbone": 1.0}
+TARGETS = np.array([0.4, 0.5, 0.6, 0.7, 0.8])
+# The paper's 2×2 ablation (its Table A3) at FR 0.4 and 0.6, and made-up cells elsewhere.
+PAPER = {
+    "noalign": [6.1, 9.0, 16.6, 20.0, 25.0],
+    "align_only": [7.3, 10.0, 18.0, 21.0, 26.0],
+    "kd_only": [4.9, 8.0, 12.6, 17.0, 22.0],
+    "calexnet": [4.2, 7.0, 12.4, 16.0, 21.0],
+}
+
+
+def write_boot(path, losses: dict, sd=0.05, status=None, tight=0.3, resamples=400):
+    """A bootstrap.npz as make_tables writes it: one backbone, normal replicates."""
+    recipes = list(losses)
+    point = np.array([losses[r] for r in recipes])[None]  # (1, R, T)
+    rng = np.random.default_rng(0)
+    reps = point[:, None] + sd * rng.normal(size=(1, resamples, *point.shape[1:]))
+    status = np.zeros(point.shape, np.int8) if status is None else status
+    tight_point = np.full((1, len(recipes), 1), tight)
+    tight_reps = tight_point[:, None] + sd * rng.normal(size=(1, resamples, len(recipes), 1))
+    np.savez(path, dataset=np.array("syn"), backbones=np.array(["r18"]),
+             recipes=np.array(recipes), tight_margin=0.01,
+             status_names=np.array(["measured", "extrapolated", "missing"]),
+             loss_fr_targets=TARGETS[None], loss_fr_point=point, loss_fr_reps=reps,
+             loss_fr_status=status, tight_targets=np.zeros((1, 1)), tight_point=tight_point,
+             tight_reps=tight_reps,
+             tight_status=np.zeros((1, len(recipes), 1), np.int8))  # fmt: skip
+    return path
+
+
+def verdicts(text: str) -> list[str]:
+    """The verdict column of the overview table, claim by claim."""
+    rows = [line for line in text.splitlines() if line.startswith("| ") and ". " in line[:6]]
+    return [row.strip("| ").split(" | ")[-1] for row in rows]
+
+
+def test_the_papers_own_ablation_numbers_make_every_claim_hold(tmp_path):
+    text = run_write_claims([write_boot(tmp_path / "b.npz", PAPER)], SETTINGS, tmp_path / "c.md")
+    assert verdicts(text) == ["holds"] * 5
+    # The evidence is printed beside the verdict: the super-additivity contrast at FR 0.4.
+    assert f"- FR 0.4: {4.2 - 4.9 - 7.3 + 6.1:+.2f} pp [" in text
+    assert "- m = 0.01: +0.30 pp [" in text and "below 1 pp" in text
+
+
+def test_a_contrast_on_the_other_side_refutes_and_noise_makes_it_indistinguishable(tmp_path):
+    worse = {**PAPER, "calexnet": [8.0, 7.0, 12.4, 16.0, 21.0]}  # loses more than noalign at 0.4
+    text = run_write_claims([write_boot(tmp_path / "a.npz", worse)], SETTINGS, tmp_path / "a.md")
+    assert verdicts(text)[0] == "refuted"
+    noisy = run_write_claims([write_boot(tmp_path / "b.npz", PAPER, sd=5.0, tight=3.0)],
+                             SETTINGS, tmp_path / "b.md")  # fmt: skip
+    assert verdicts(noisy) == ["not distinguishable"] * 5
+
+
+def test_missing_recipes_and_extrapolated_cells_are_not_tested(tmp_path):
+    two = {r: PAPER[r] for r in ("calexnet", "noalign")}
+    status = np.zeros((1, 2, 5), np.int8)
+    status[0, 0, 2:] = 1  # calexnet extrapolated from FR 0.6 on
+    text = run_write_claims([write_boot(tmp_path / "b.npz", two, status=status)], SETTINGS,
+                            tmp_path / "c.md")  # fmt: skip
+    assert verdicts(text) == ["holds", "not tested", "not tested", "not tested", "holds"]
+    assert "- the study did not run kd_only, align_only" in text
+    assert "- FR 0.7: not tested (extrapolated or not reached by a recipe it needs)" in text
+
+
+def test_claims_of_a_made_table_and_bad_input(tmp_path):
+    folders = [write_run(tmp_path / "results", r) for r in ("calexnet", "noalign")]
+    settings = {"backbones": ["r18"], "recipes": ["calexnet", "noalign"], "resamples": 200}
+    run_make_tables(*run_files(folders), settings, tmp_path / "tables")
+    text = run_write_claims([tmp_path / "tables" / "bootstrap.npz"], SETTINGS, tmp_path / "c.md")
+    assert "| claim | syn, r18 |" in text and "## syn, r18" in text
+    assert verdicts(text)[0] in ("holds", "refuted", "not distinguishable")
+    with pytest.raises(CalexError, match="near_backbone"):
+        run_write_claims([tmp_path / "tables" / "bootstrap.npz"], {"confidence": 0.9},
+                         tmp_path / "d.md")  # fmt: skip
+    np.savez(tmp_path / "old.npz", recipes=np.array(["calexnet"]))
+    with pytest.raises(CalexError, match="older format"):
+        run_write_claims([tmp_path / "old.npz"], SETTINGS, tmp_path / "d.md")
+    assert not (tmp_path / "d.md").exists()
