@@ -38,6 +38,7 @@ SLURM_RULES = (
     "plot_flow",
     "plot_exemplars",
     "write_summary",
+    "write_claims",
 )
 RUN_LIMIT_S = 1500  # 18 jobs of the tiny study: about 3 minutes on 2 cores
 # Read by Snakemake when it records a finished job's metadata (the rules' conda:).

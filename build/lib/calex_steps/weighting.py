@@ -1,5 +1,0 @@
-"""SPEC section 12 name of the survivor weights; the code is in ``calex_steps.training``."""
-
-from calex_steps.training.weighting import sample_indices, survivor_weights
-
-__all__ = ["sample_indices", "survivor_weights"]
