@@ -8,7 +8,10 @@
 Per split and attach point it stores the packed Gram matrix or the raw map,
 whichever is smaller, plus the final logits of backbone and classifier,
 labels and indices. It streams batches straight into preallocated HDF5
-datasets and renames the file into place only when complete.
+datasets and renames the file into place only when complete. Before writing,
+it estimates the file's size from one image and refuses a cache the disk
+cannot hold; ``cache.compact`` chooses the stored dtype and filters
+(``calex_steps.data.cache_format``).
 """
 
 from __future__ import annotations
@@ -27,6 +30,13 @@ from calex_steps.cli import (
     resolve_device,
     stage_main,
     stage_parser,
+)
+from calex_steps.data.cache_format import (
+    cache_bytes,
+    check_compact,
+    check_free_space,
+    encode_features,
+    feature_dataset_options,
 )
 from calex_steps.data.feature_cache import SPLITS, features_id, use_gram
 from calex_steps.data.files import sha256_file
@@ -50,8 +60,12 @@ def write_split(
     attach,
     batch_size: int,
     device,
+    compact: str = "none",
 ) -> float:
-    """Stream one split into ``out``; returns the classifier's accuracy on it."""
+    """Stream one split into ``out``; returns the classifier's accuracy on it.
+
+    ``compact`` (a ``cache.compact`` option) decides the feature datasets' dtype and filters.
+    """
     n = len(src["labels"])
     group = out.create_group(split)
     for key in ("labels", "fine_labels", "index"):
@@ -68,25 +82,44 @@ def write_split(
                 ds = group.create_dataset(
                     f"feat{num}",
                     shape=(n, *entry.shape[1:]),
-                    dtype="f4",
                     chunks=(min(256, n), *entry.shape[1:]),
+                    **feature_dataset_options(compact),
                 )
                 ds.attrs.update(
                     kind="gram" if use_gram(d, h, w) else "map", d=d, h=h, w=w, attach_point=name
                 )
                 dsets.append(ds)
             logits_ds = group.create_dataset("logits", shape=(n, logits.shape[1]), dtype="f4")
-        for ds, entry in zip(dsets, entries, strict=True):
-            ds[start : start + len(entry)] = entry
+        for num, (ds, entry) in enumerate(zip(dsets, entries, strict=True), start=1):
+            ds[start : start + len(entry)] = encode_features(entry, compact, f"{split}/feat{num}")
         logits_ds[start : start + len(logits)] = logits
         correct += int((logits.argmax(1) == src["labels"][start : start + len(logits)]).sum())
     return correct / max(n, 1)
+
+
+def entry_layout(src: h5py.File, model, classifier, norm, attach, device) -> tuple[list, list]:
+    """Values per sample and kind (``gram``/``map``) of each attach point, from one image."""
+    images = torch.from_numpy(src["train"]["images"][:1])
+    entries, _, feats = extract_batch(model, classifier, images, norm, attach, device)
+    values = [int(entry[0].size) for entry in entries]
+    kinds = ["gram" if use_gram(*feats[name].shape[1:]) else "map" for name in attach]
+    return values, kinds
+
+
+def check_cache_fits(src: h5py.File, model, classifier, bb, attach, device, compact, out):
+    """Refuse a cache that would not fit the disk, before anything is written."""
+    values, kinds = entry_layout(src, model, classifier, bb["normalization"], attach, device)
+    sizes = {split: len(src[split]["labels"]) for split in SPLITS}
+    needed = cache_bytes(sizes, values, classifier.out_features, compact)
+    log.info("estimated cache size %.2f GB (cache.compact: %s)", needed / 1e9, compact)
+    check_free_space(out, needed, kinds, compact)
 
 
 def run_cache_features(
     data, backbone_path, probe_path, attach: list[str], settings: dict, device: str, out
 ) -> dict:
     """Write the feature cache of all splits; returns the root attributes written."""
+    compact = check_compact(settings.get("compact", "none"))
     dev = resolve_device(device)
     model, bb = load_frozen_backbone(backbone_path, dev)
     classifier = load_classifier(model, probe_path, dev)
@@ -115,7 +148,9 @@ def run_cache_features(
             "stage_macs": json.dumps(macs),
             "features_id": features_id(backbone_sha, classifier_sha, attach, data_attrs),
             "calex_version": __version__,
+            "compact": compact,
         }
+        check_cache_fits(src, model, classifier, bb, attach, dev, compact, out)
         with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
             f.attrs.update(attrs)
             for split in SPLITS:
@@ -130,6 +165,7 @@ def run_cache_features(
                     attach,
                     settings["batch_size"],
                     dev,
+                    compact,
                 )
                 log.info(
                     "%s: %d samples, classifier accuracy %.4f, %.1fs",
