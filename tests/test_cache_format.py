@@ -10,18 +10,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
-from conftest import copy_workflow, snakemake, write_tiny
-from helpers import write_synthetic_prepared
+from helpers import MARGINS, RECIPE, write_synthetic_prepared
 
 from calex_steps.data import cache_format
 from calex_steps.data.feature_cache import load_branch_inputs
 from calex_steps.errors import CalexError
 from calex_steps.models.backbones import build_backbone
 from calex_steps.stages.cache_features import run_cache_features
+from calex_steps.stages.sweep_margins import run_sweep_margins
+from calex_steps.stages.train_branch import run_train_branch
 
 NORM = {"mean": [0.5] * 3, "std": [0.25] * 3}
-SWEEP = "results/synthetic/r18tiny/calexnet/seed0/split0/sweep.csv"
 Usage = namedtuple("Usage", "total used free")
 
 
@@ -107,23 +106,27 @@ def test_cache_that_does_not_fit_is_refused_before_writing(small_run, monkeypatc
     write_cache(root, prepared, "float16", "full/features.h5", attach)
 
 
-@pytest.mark.slow
-def test_float16_cache_gives_the_same_sweep(tmp_path):
-    """The tiny workflow's calexnet sweep with a float16 cache agrees with float32 at every
-    margin within 0.1 pp (accuracy and FR); the backbone is shared, only the cache changes."""
-    workdir = copy_workflow(tmp_path / "wf")
-    tables = {}
-    for compact in ("none", "float16"):
-        write_tiny(workdir, {"cache.compact": compact, "study.recipes": ["calexnet"]})
-        result = snakemake(workdir, SWEEP)
-        assert result.returncode == 0, result.stderr[-4000:]
-        tables[compact] = pd.read_csv(workdir / SWEEP)
-    with h5py.File(workdir / "results/synthetic/r18tiny/features.h5") as f:
-        assert f["train"]["feat1"].dtype == np.float16  # the second run did use it
-    ref, got = tables["none"], tables["float16"]
-    assert len(ref) == len(got) == 8
+def test_float16_cache_gives_the_same_sweep(tiny_cascade_run, tmp_path):
+    """The tiny pipeline's calexnet sweep (stage functions, shared fixture) redone on a float16
+    cache of the same backbone agrees with the float32 one at every margin within 0.1 pp."""
+    bb_dir = tiny_cascade_run["root"]
+    features = tmp_path / "features.h5"
+    run_cache_features(tiny_cascade_run["prepared"], bb_dir / "backbone.pt",
+                       bb_dir / "probe.pt", ["layer1", "layer2", "layer3"],
+                       {"batch_size": 128, "compact": "float16"}, "cpu", features)  # fmt: skip
+    with h5py.File(features) as f:
+        assert f["train"]["feat1"].dtype == np.float16
+    for b in (1, 2, 3):
+        prev = [tmp_path / f"branch{k}.npz" for k in range(1, b)]
+        run_train_branch(features, b, prev, RECIPE, 0, "cpu", tmp_path / f"branch{b}.pt",
+                         tmp_path / f"branch{b}.npz", recipe="calexnet")  # fmt: skip
+    outs = [tmp_path / name for name in ("sweep.csv", "thresholds.npz", "exits.npz", "pc.csv")]
+    branches = [tmp_path / f"branch{b}.npz" for b in (1, 2, 3)]
+    run_sweep_margins(features, branches, {"margins": MARGINS, "calibration": "cascade"}, *outs)
+    ref = pd.read_csv(tiny_cascade_run["split"] / "sweep.csv")
+    got = pd.read_csv(tmp_path / "sweep.csv")
+    assert len(ref) == len(got) == len(MARGINS)
     np.testing.assert_array_equal(ref["margin"], got["margin"])
     for column in ("accuracy", "fr"):
         gap = 100 * np.abs(ref[column].to_numpy() - got[column].to_numpy())
         assert gap.max() <= 0.1, f"{column} differs by {gap.max():.3f} pp"
-    print(yaml.safe_dump({"max_gap_pp": float(gap.max())}))
