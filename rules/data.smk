@@ -15,6 +15,7 @@ rule prepare_dataset:
     threads: 1
     resources:
         mem_mb=lambda w: estimate.prepare_mem_mb(CFG, w.dataset),
+        disk_mb=lambda w: estimate.prepared_disk_mb(CFG, w.dataset),
         runtime=30,
     params:
         settings=lambda w: as_json(dataset_cfg(w)),

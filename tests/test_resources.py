@@ -1,0 +1,124 @@
+"""The resource estimates: the rules ask what they say, the paper's study fits one GPU box,
+memory is bounded by the batch, and the README's table is the generated one."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import h5py
+import pytest
+import torch
+from conftest import ROOT, SNAKEMAKE
+from helpers import write_synthetic_prepared
+
+from calex_steps.models.backbones import build_backbone
+from calex_steps.stages.cache_features import run_cache_features
+from calex_steps.workflow import resources as r
+from calex_steps.workflow.resource_table import LIMITS, load_study, markdown, within_limits
+
+START, END = "<!-- resources:start -->", "<!-- resources:end -->"
+
+
+def test_readme_holds_the_generated_table():
+    text = (ROOT / "README.md").read_text()
+    assert START in text and END in text, (
+        f"README.md lacks the markers {START} / {END}; put them around the resource table "
+        "and paste `python -m calex_steps.workflow.resources --markdown` between them"
+    )
+    between = text.split(START, 1)[1].split(END, 1)[0]
+    assert between.strip() == markdown().strip(), (
+        "README's resource table is stale: regenerate it with "
+        "`python -m calex_steps.workflow.resources --markdown`"
+    )
+
+
+def test_paper_study_fits_one_gpu_box():
+    used = within_limits("workflow_config.yaml")
+    for key, limit in LIMITS.items():
+        assert used[key] <= limit, f"{key}: {used[key]:.2f} > {limit}"
+
+
+def test_head_memory_is_bounded_by_the_batch():
+    """Doubling the dataset grows a head job's RAM by its per-sample arrays only."""
+    cfg = load_study("workflow_config.yaml")
+    small = r.joint_mem_mb(cfg, "cinic10", "resnet50")
+    sizes = {"n_train": 180_000, "n_val": 180_000, "n_test": 180_000}
+    cfg["datasets"]["cinic10"] = {"source": "synthetic", "num_coarse": 10, **sizes}
+    big = r.joint_mem_mb(cfg, "cinic10", "resnet50")
+    assert small < big < 1.1 * small
+    for branch in (1, 2, 3):
+        assert r.feature_mem_mb(cfg, "cinic10", "resnet50", branch) < 12_000
+
+
+def _dry_run_jobs(configfile: str) -> list[dict]:
+    cmd = [SNAKEMAKE, "-n", "--cores", "2", "--configfile", configfile]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    jobs = []
+    for block in re.split(r"\n(?=rule \w+:|localrule \w+:)", out.stdout):
+        head = re.match(r"(?:local)?rule (\w+):", block)
+        res = re.search(r"resources: (.*)", block)
+        if head and res:
+            wildcards = re.search(r"wildcards: (.*)", block)
+            pairs = (
+                dict(kv.split("=", 1) for kv in wildcards.group(1).split(", ")) if wildcards else {}
+            )
+            found = dict(kv.split("=", 1) for kv in res.group(1).split(", "))
+            jobs.append({"rule": head.group(1), "wildcards": pairs, "resources": found})
+    return jobs
+
+
+def test_rules_ask_what_the_estimates_say():
+    cfg = load_study("config/demo.yaml")
+    jobs = _dry_run_jobs("config/demo.yaml")
+    expected = {
+        "prepare_dataset": lambda w: r.prepare_mem_mb(cfg, w["dataset"]),
+        "train_branch": lambda w: r.feature_mem_mb(
+            cfg, w["dataset"], w["backbone"], int(w["branch"])
+        ),
+        "train_joint": lambda w: r.joint_mem_mb(cfg, w["dataset"], w["backbone"]),
+        **{rule: (lambda w, mb=mb: mb) for rule, mb in r.FIXED_MEM_MB.items()},
+    }
+    checked = set()
+    for job in jobs:
+        if job["rule"] in expected:
+            want = expected[job["rule"]](job["wildcards"])
+            assert int(job["resources"]["mem_mb"]) == want, job
+            checked.add(job["rule"])
+        if job["rule"] == "prepare_dataset":
+            assert int(job["resources"]["disk_mb"]) == r.prepared_disk_mb(cfg, "synthetic")
+    assert {"prepare_dataset", "train_branch", "train_joint", "cache_features"} <= checked
+
+
+def test_cache_size_estimate_matches_a_written_cache(tmp_path):
+    """attach_floats and cache_disk_mb agree with what cache_features really writes."""
+    torch.set_num_threads(1)
+    prepared = write_synthetic_prepared(tmp_path / "prepared.h5", n_train=40, n_val=20, n_test=20,
+                                        num_coarse=4, fine_per_coarse=1)  # fmt: skip
+    norm = {"mean": [0.5] * 3, "std": [0.25] * 3}
+    model = build_backbone("resnet18", 0.25, num_classes=4)
+    torch.save({"arch": "resnet18", "width": 0.25, "num_classes": 4, "normalization": norm,
+                "state_dict": model.state_dict()}, tmp_path / "backbone.pt")  # fmt: skip
+    attach = ["layer1", "layer2", "layer3", "layer4"]
+    out = tmp_path / "features.h5"
+    run_cache_features(
+        prepared, tmp_path / "backbone.pt", None, attach, {"batch_size": 32}, "cpu", out
+    )
+    cfg = {"backbones": {"b": {"arch": "resnet18", "width": 0.25, "attach_points": attach}},
+           "datasets": {"d": {"source": "synthetic", "n_train": 40, "n_val": 20, "n_test": 20,
+                              "num_coarse": 4}}, "cache": {"compact": "none"}}  # fmt: skip
+    with h5py.File(out) as f:
+        for num, point in enumerate(attach, start=1):
+            stored = f["train"][f"feat{num}"]
+            assert r.attach_floats(cfg, "b", point) == stored.size // len(stored)
+    assert out.stat().st_size <= r.cache_disk_mb(cfg, "d", "b") * 2**20 + 64 * 1024
+
+
+@pytest.mark.parametrize("configfile", ["workflow_config.yaml", "config/demo.yaml"])
+def test_markdown_names_every_pair(configfile):
+    cfg = load_study(configfile)
+    text = markdown()
+    for dataset in cfg["study"]["datasets"]:
+        for backbone in cfg["study"]["backbones"]:
+            assert f"| {dataset} × {backbone} |" in text
