@@ -50,6 +50,9 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument(
+        "--compact", default="none", help="cache.compact option of the cache side (default none)"
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -89,14 +92,15 @@ def main() -> None:
                 tmp / "backbone.pt",
                 None,
                 ["layer1", "layer2", "layer3"],
-                {"batch_size": args.batch_size},
+                {"batch_size": args.batch_size, "compact": args.compact},
                 "cpu",
                 tmp / "features.h5",
             )
             cache.append(time.perf_counter() - tic)
     print(
         f"data: synthetic, {total} images 32x32; {args.arch} width {args.width}; "
-        f"batch {args.batch_size}; {args.threads} threads; best of {args.repeats}"
+        f"batch {args.batch_size}; {args.threads} threads; cache.compact {args.compact}; "
+        f"best of {args.repeats}"
     )
     print(f"plain no-grad forward: {total / min(plain):8.1f} images/s")
     print(f"cache_features stage : {total / min(cache):8.1f} images/s")
