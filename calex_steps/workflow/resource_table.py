@@ -196,10 +196,10 @@ def study_markdown(title: str, configfile: str) -> str:
 
 
 def within_limits(configfile: str = "workflow_config.yaml") -> dict[str, float]:
-    """The study's largest RAM and GPU memory per job (GB) and its disk (TB, float16 cache)."""
+    """The study's largest RAM and GPU memory per job (GiB) and its disk (TiB, float32 cache)."""
     cfg = load_study(configfile)
     rows = study_rows(cfg)
-    disk = sum(row["prepared"] + row["backbone"] + row["cache16"] + row["branches"] for row in rows)
+    disk = sum(row["prepared"] + row["backbone"] + row["cache"] + row["branches"] for row in rows)
     return {
         "ram_gb": max(max(row["ram"].values()) for row in rows) / 1024,
         "gpu_gb": max(max(row["gpu"].values()) for row in rows),
