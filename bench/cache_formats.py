@@ -2,6 +2,7 @@
 
     python bench/cache_formats.py --features results/synthetic/r18tiny/features.h5
     python bench/cache_formats.py --real 500   # CIFAR-10 JPEG + ResNet-56 from ../shared/data
+    python bench/cache_formats.py --features F --sweep config/demo.yaml   # + sweep agreement
 
 For each option it rewrites every ``feat{l}`` dataset of the cache (chunks of
 256 samples, as the stage writes them), then reads it all back as float32 in
@@ -10,6 +11,10 @@ times and the error against float32 (largest and mean |error| relative to the
 dataset's largest magnitude). The options: the four ``cache.compact`` choices
 and bfloat16 with a per-channel scale (stored as uint16 plus a scale vector;
 HDF5 cannot decode it, so every reader would need its own decoding step).
+
+``--sweep CONFIG`` also trains the calexnet cascade of CONFIG (its recipe
+settings, seed 0, on the CPU) on the float32 cache and on a float16 copy,
+sweeps both, and prints the largest accuracy and FR gaps over the margins.
 
 ``--real N`` first writes a cache of real data: N CIFAR-10 training images per
 class as the train split, the official test split's first N/2 + N/2 per class
@@ -65,7 +70,7 @@ def rewrite(src: Path, dst: Path, option: str) -> float:
             group = g.create_group(split)
             for name, ds in f[split].items():
                 if not name.startswith("feat"):
-                    group.create_dataset(name, data=ds[()])
+                    group.create_dataset(name, data=ds[()]).attrs.update(ds.attrs)
                     continue
                 chunks = (min(CHUNK, len(ds)), *ds.shape[1:])
                 if option == "bfloat16_scaled":
@@ -76,6 +81,7 @@ def rewrite(src: Path, dst: Path, option: str) -> float:
                     out = group.create_dataset(
                         name, ds.shape, chunks=chunks, **feature_dataset_options(option)
                     )
+                out.attrs.update(ds.attrs)
                 for start in range(0, len(ds), CHUNK):
                     block = ds[start : start + CHUNK]
                     if option == "bfloat16_scaled":
@@ -108,6 +114,44 @@ def read_back(path: Path, ref: Path) -> tuple[float, float, float]:
                     total += float(err.sum())
                     count += err.size
     return seconds, worst, total / max(count, 1)
+
+
+def sweep_gap(ref: Path, configfile: str, tmp: Path) -> None:
+    """Train and sweep calexnet on ``ref`` and on its float16 copy; print the gaps (pp)."""
+    import pandas as pd
+
+    from calex_steps.stages.sweep_margins import run_sweep_margins
+    from calex_steps.stages.train_branch import run_train_branch
+    from calex_steps.workflow.config import resolve_recipe, sweep_settings
+    from calex_steps.workflow.resource_table import load_study
+
+    cfg = load_study(configfile)
+    settings = resolve_recipe(cfg, "calexnet")
+    for key in ("calibration", "exit_signal"):
+        settings.pop(key)
+    dataset = cfg["study"]["datasets"][0]
+    sweep = sweep_settings(cfg, "calexnet", dataset, 0)
+    rewrite(ref, tmp / "half.h5", "float16")
+    with h5py.File(ref) as f, h5py.File(tmp / "half.h5", "a") as g:
+        g.attrs.update(f.attrs)  # provenance and costs, as the stage writes them
+        g.attrs["compact"] = "float16"
+    tables = {}
+    for name, features in (("float32", ref), ("float16", tmp / "half.h5")):
+        run = tmp / name
+        tic = time.perf_counter()
+        for b in range(1, len(cfg["backbones"][cfg["study"]["backbones"][0]]["attach_points"]) + 1):
+            prev = [run / f"branch{k}.npz" for k in range(1, b)]
+            run_train_branch(features, b, prev, settings, 0, "cpu", run / f"branch{b}.pt",
+                             run / f"branch{b}.npz", recipe="calexnet")  # fmt: skip
+        outs = [run / f for f in ("sweep.csv", "thresholds.npz", "exits.npz", "per_class.csv")]
+        run_sweep_margins(features, sorted(run.glob("branch*.npz")), sweep, *outs)
+        tables[name] = pd.read_csv(run / "sweep.csv")
+        print(
+            f"calexnet on the {name} cache: trained and swept in {time.perf_counter() - tic:.0f} s"
+        )
+    for column in ("accuracy", "fr"):
+        gap = 100 * (tables["float16"][column] - tables["float32"][column]).abs()
+        print(f"largest {column} gap over {len(gap)} margins: {gap.max():.3f} pp")
 
 
 def real_cache(per_class: int, tmp: Path) -> Path:
@@ -161,6 +205,7 @@ def main() -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--features", type=Path, help="a float32 features.h5 (cache.compact: none)")
     src.add_argument("--real", type=int, metavar="N", help="real CIFAR-10 images per class")
+    p.add_argument("--sweep", metavar="CONFIG", help="also compare calexnet sweeps (see above)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -181,6 +226,8 @@ def main() -> None:
             base = base or size
             print(f"{option:<16}{size:9.1f}{size / base:7.2f}{write:9.2f}{read:8.2f}"
                   f"{worst:10.2e}{mean:10.2e}")  # fmt: skip
+        if args.sweep:
+            sweep_gap(ref, args.sweep, tmp)
 
 
 if __name__ == "__main__":
