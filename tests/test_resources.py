@@ -122,3 +122,8 @@ def test_markdown_names_every_pair(configfile):
     for dataset in cfg["study"]["datasets"]:
         for backbone in cfg["study"]["backbones"]:
             assert f"| {dataset} × {backbone} |" in text
+
+
+def test_command_line_prints_the_table(capsys):
+    assert r.main(["--markdown"]) == 0
+    assert capsys.readouterr().out == markdown()
