@@ -53,6 +53,8 @@ def test_compact_cache_reads_back_as_float32(small_run, compact):
     out = write_cache(root, prepared, compact, f"{compact}.h5")
     with h5py.File(out) as f:
         assert f.attrs["compact"] == compact
+        with h5py.File(ref) as g:  # branch files trained on one cannot pass for the other
+            assert f.attrs["features_id"] != g.attrs["features_id"]
         ds = f["train"]["feat2"]
         assert ds.dtype == (np.float16 if compact.startswith("float16") else np.float32)
         assert (ds.compression == "lzf") == compact.endswith("lzf")

@@ -136,6 +136,7 @@ def run_cache_features(
         data_attrs = {
             k: str(src.attrs[k]) for k in ("dataset", "source", "settings") if k in src.attrs
         }
+        id_attrs = data_attrs if compact == "none" else {**data_attrs, "compact": compact}
         macs = stage_macs(bb["arch"], bb["width"], num_classes=num_classes, attach_points=attach)
         attrs = {
             "dataset": data_attrs.get("dataset", ""),
@@ -146,7 +147,8 @@ def run_cache_features(
             "num_classes": num_classes,
             "attach_points": json.dumps(attach),
             "stage_macs": json.dumps(macs),
-            "features_id": features_id(backbone_sha, classifier_sha, attach, data_attrs),
+            # a compact cache is another input to the heads: branch files record which
+            "features_id": features_id(backbone_sha, classifier_sha, attach, id_attrs),
             "calex_version": __version__,
             "compact": compact,
         }
