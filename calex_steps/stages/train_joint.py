@@ -32,7 +32,7 @@ from calex_steps.errors import CalexError
 from calex_steps.models.checkpoints import save_head
 from calex_steps.models.heads import head_macs
 from calex_steps.training.joint import (
-    JointHeads,
+    build_joint,
     exit_cost_fractions,
     fit_joint,
     joint_outputs,
@@ -79,35 +79,27 @@ def run_train_joint(
     cfg = parse_joint_settings(settings)
     device = resolve_device(device)
     features_id = cache_id(features_path)
-    costs = exit_cost_fractions(features_meta(features_path), features_path)
-    if not len(out_heads) == len(out_outputs) == len(costs):
+    meta = features_meta(features_path)
+    num_points = len(exit_cost_fractions(meta, features_path))
+    if not len(out_heads) == len(out_outputs) == num_points:
         raise CalexError(
-            f"'{features_path}' has {len(costs)} attach points but got {len(out_heads)} head "
+            f"'{features_path}' has {num_points} attach points but got {len(out_heads)} head "
             f"and {len(out_outputs)} output paths; pass one of each per branch"
         )
-    data, infos = load_splits(features_path, len(costs))
+    data, infos = load_splits(features_path, num_points)
     num_classes = int(data["train"]["teacher"].shape[1])
-    configs = [
-        {
-            "d": i["d"],
-            "num_classes": num_classes,
-            "prototypes": cfg.prototypes,
-            "kind": cfg.head,
-            "cascade_input_dim": 0,
-        }
-        for i in infos
-    ]
+    model, costs, configs, _ = build_joint(infos, num_classes, cfg, seed, meta, features_path)
     fingerprint = {
         "recipe": recipe,
         "seed": seed,
         "features_id": features_id,
         "settings": dataclasses.asdict(cfg),
         "head_configs": configs,
-        "costs": costs,
+        "costs": dataclasses.asdict(costs),
     }
-    model = JointHeads(configs, seed, loss_weights=cfg.target == "boostnet").to(device)
+    model = model.to(device)
     if cfg.target == "pteenet":
-        log.info("pteenet: exit cost fractions %s; conf_epochs is not used", costs)
+        log.info("pteenet: exit costs %s, end %.4f (heads counted)", costs.exits, costs.final)
     fit_joint(model, data["train"], cfg, costs, seed, fingerprint, out_heads[0], log)
 
     r = cfg.boost_r if cfg.target == "boostnet" else None
