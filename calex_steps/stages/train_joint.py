@@ -13,8 +13,10 @@ per branch.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -38,6 +40,7 @@ from calex_steps.training.joint import (
     joint_outputs,
     parse_joint_settings,
 )
+from calex_steps.training.joint_search import apply_search
 from calex_steps.training.scratch import drop_scratch
 
 
@@ -67,15 +70,18 @@ def run_train_joint(
     log: logging.Logger | None = None,
     *,
     recipe: str,
+    search: dict | None = None,
 ) -> dict:
     """Train every branch of joint ``recipe`` and write ``branch{l}.pt``/``.npz`` for each.
 
     ``out_heads``/``out_outputs`` hold one path per attach point of the cache,
     in order. Returns ``agreement`` (split -> per-branch fraction of predictions
     equal to y*), ``head_macs`` (per branch), ``loss_weights`` (BoostNet's g_l,
-    else None) and ``features_id``.
+    else None) and ``features_id``. A recipe with ``search`` lists trains the values
+    its ``search`` record (search.json of ``search_baseline``) chose.
     """
     log = log or logging.getLogger("calex")
+    settings = apply_search(settings, search)
     cfg = parse_joint_settings(settings)
     device = resolve_device(device)
     features_id = cache_id(features_path)
@@ -111,6 +117,8 @@ def run_train_joint(
         meta = branch_meta(recipe, seed, b, features_id, macs[-1], settings)
         if weights is not None:
             meta["loss_weights"] = weights
+        if search is not None:
+            meta["search_chosen"] = search["chosen"]
         save_head(out_heads[b - 1], head, meta)
         write_branch_outputs(out_outputs[b - 1], {sp: outputs[sp][b - 1] for sp in SPLITS}, meta)
     drop_scratch(out_heads[0])
@@ -137,6 +145,7 @@ def build_parser():
     p.add_argument("--settings", required=True, help="JSON of the resolved recipe settings")
     p.add_argument("--seed", type=int, required=True)
     add_runtime_args(p)
+    p.add_argument("--search", nargs="*", default=[], help="search.json (recipes with search)")
     p.add_argument("--out-heads", nargs="+", required=True, help="branch{l}.pt, in order")
     p.add_argument("--out-outputs", nargs="+", required=True, help="branch{l}.npz, in order")
     return p
@@ -146,8 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: 0 on success, 1 on a CalexError (printed as one line)."""
 
     def run(a) -> None:
+        search = json.loads(Path(a.search[0]).read_text()) if a.search else None
         run_train_joint(a.features, parse_json_arg(a.settings), a.seed, a.device, a.out_heads,
-                        a.out_outputs, recipe=a.recipe)  # fmt: skip
+                        a.out_outputs, recipe=a.recipe, search=search)  # fmt: skip
 
     return stage_main(build_parser, run, argv)
 
