@@ -53,7 +53,6 @@ rule search_baseline:
         " --out {output} > {log} 2>&1"
 
 
-
 for _count in BRANCH_COUNTS:
     _suffix = "" if len(BRANCH_COUNTS) == 1 else f"_{_count}"
 

@@ -101,7 +101,8 @@ def test_stale_or_missing_search_results_are_refused():
     with pytest.raises(CalexError, match=r"\['boost_r'\] cannot vary for target pteenet"):
         search_grid(SHORT | {"search": {"boost_r": [0.5]}})
     grid = search_grid(SHORT | {"search": {"pteenet_lambda": [1, 2], "lr": [0.1, 0.2]}})
-    assert [(g["pteenet_lambda"], g["lr"]) for g in grid] == [(1, 0.1), (1, 0.2), (2, 0.1), (2, 0.2)]
+    points = [(g["pteenet_lambda"], g["lr"]) for g in grid]
+    assert points == [(1, 0.1), (1, 0.2), (2, 0.1), (2, 0.2)]
 
 
 def test_cli_bad_settings_is_one_line(features, tmp_path, capsys):
