@@ -10,17 +10,7 @@
 
 BRANCH_COUNTS = sorted({num_branches(b) for b in CFG["backbones"]})
 SEARCH_FILE = f"{RESULTS}/{{dataset}}/{{backbone}}/{{recipe}}/search.json"
-
-
-def searched_recipes():
-    return alternation(r for r, s in CFG["recipes"].items() if s.get("search"))
-
-
-def search_file(wildcards):
-    """search.json when the recipe searches its settings, else nothing."""
-    if not CFG["recipes"][wildcards.recipe].get("search"):
-        return []
-    return SEARCH_FILE.format(**wildcards)
+SEARCHED = [r for r, s in CFG["recipes"].items() if s.get("search")]
 
 
 rule search_baseline:
@@ -34,7 +24,7 @@ rule search_baseline:
     benchmark:
         "benchmarks/search_baseline/{dataset}/{backbone}/{recipe}.tsv"
     wildcard_constraints:
-        recipe=searched_recipes(),
+        recipe=alternation(SEARCHED),
     conda:
         "../envs/calex.yaml"
     threads: 1
@@ -61,7 +51,7 @@ for _count in BRANCH_COUNTS:
             f"train_joint{_suffix}"
         input:
             features=FEATURES,
-            search=search_file,
+            search=lambda w: SEARCH_FILE.format(**w) if w.recipe in SEARCHED else [],
             code=code("train_joint"),
         output:
             heads=per_branch(RUN_PATTERN, "branch", _count, ext="pt"),
