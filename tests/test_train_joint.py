@@ -131,10 +131,6 @@ def test_pteenet_warms_up_classifiers_then_opens_gates_with_the_cost(features, t
     _, _, dear = _run(features, tmp_path / "c", settings | {"pteenet_lambda": 4.0})
     gates = [_load(o[0])["val_conf"].mean() for o in (free, outputs, dear)]
     assert gates[0] < gates[1] < gates[2] and gates[2] > 0.5, gates
-    # an open gate h (= conf at the prediction) ranks right predictions above wrong ones
-    out, y = _load(dear[0]), _argmax_logits(features, "val")
-    right, high = out["val_pred"] == y, out["val_conf"] > np.median(out["val_conf"])
-    assert right[high].mean() > right[~high].mean()
 
 
 def _argmax_logits(features, split):
