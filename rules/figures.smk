@@ -50,8 +50,10 @@ use rule plot_pareto as plot_ablation with:
 
 use rule plot_pareto as plot_calibration with:
     input:
-        exits=study_runs("exits.npz"),
-        thresholds=study_runs("thresholds.npz"),
+        exits=study_runs("exits.npz", recipes=own_branch_recipes(CFG, SIGNAL_STEMS)),
+        thresholds=study_runs(
+            "thresholds.npz", recipes=own_branch_recipes(CFG, SIGNAL_STEMS)
+        ),
         signals=signal_files,
         code=code("plot_calibration"),
     output:

@@ -49,12 +49,8 @@ def segments_file(wildcards):
 
 
 def deployable_recipes():
-    """Study recipes the cascade module runs (ZTW's ensemble exit signal is not one)."""
-    return [
-        r
-        for r in STUDY["recipes"]
-        if CFG["recipes"][r]["exit_signal"] != "ztw_ensemble"
-    ]
+    """Study recipes the cascade module runs: own branches, exiting on their confidence."""
+    return own_branch_recipes(CFG, ("branch",))
 
 
 def latency_runs(wildcards):
@@ -75,22 +71,22 @@ def latency_inputs(wildcards):
     return files
 
 
-def study_files(wildcards, name, backbones=None, splits=None):
+def study_files(wildcards, name, backbones=None, splits=None, recipes=None):
     """One sweep file per (backbone, recipe, seed, split) of the study for the wildcard's
-    dataset (``splits``: which splits; all of the study's by default)."""
+    dataset (``splits``, ``recipes``: which; all of the study's by default)."""
     return expand(
         f"{RESULTS}/{wildcards.dataset}/{{backbone}}/{{recipe}}/seed{{seed}}/split{{split}}/{name}",
         backbone=backbones or STUDY["backbones"],
-        recipe=STUDY["recipes"],
+        recipe=recipes or STUDY["recipes"],
         seed=STUDY["seeds"],
         split=SPLITS if splits is None else splits,
     )
 
 
-def study_runs(name, splits=(0,)):
+def study_runs(name, splits=(0,), recipes=None):
     """Input function: one file per (recipe, seed, split) of the wildcard's dataset and
     backbone; split 0 only by default (most figures show the prepared partition)."""
-    return lambda w: study_files(w, name, [w.backbone], list(splits))
+    return lambda w: study_files(w, name, [w.backbone], list(splits), recipes)
 
 
 def segment_files(wildcards, backbones=None):
@@ -103,11 +99,15 @@ def segment_files(wildcards, backbones=None):
     )
 
 
+SIGNAL_STEMS = ("branch", "ztw_ensemble")  # exit signals stored as per-branch files
+
+
 def signal_files(wildcards):
-    """The per-branch exit-signal files of every run of a (dataset, backbone)."""
+    """The per-branch exit-signal files of every run of a (dataset, backbone) whose
+    recipe trains its own branches and exits on them (the calibration figure's runs)."""
     count = num_branches(wildcards.backbone)
     files = []
-    for recipe in STUDY["recipes"]:
+    for recipe in own_branch_recipes(CFG, SIGNAL_STEMS):
         for seed in STUDY["seeds"]:
             run = run_path(wildcards.dataset, wildcards.backbone, recipe, seed)
             files += per_branch(run, signal_stem(recipe), count)

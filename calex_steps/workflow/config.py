@@ -296,6 +296,17 @@ def branch_recipe(config: dict, name: str) -> str:
     return config["recipes"][name].get("branches_from") or name
 
 
+def own_branch_recipes(config: dict, signals: tuple[str, ...]) -> list[str]:
+    """Study recipes that train their own branches and exit on one of ``signals``: what
+    the deployable cascade runs (``("branch",)``) and what the calibration figure reads."""
+    recipes = config["recipes"]
+    return [
+        r
+        for r in config["study"]["recipes"]
+        if recipes[r]["exit_signal"] in signals and not recipes[r].get("branches_from")
+    ]
+
+
 def head_kind(config: dict, name: str) -> str:
     """The head kind of a recipe's branches as segments.json keys it: ``augmented``,
     ``basic`` or ``basic+cascade`` (heads fed the previous branch's logits)."""
