@@ -48,33 +48,6 @@ def segments_file(wildcards):
     return f"{RESULTS}/{wildcards.dataset}/{wildcards.backbone}/latency/segments.json"
 
 
-def deployable_recipes():
-    """Study recipes the cascade module runs (ZTW's ensemble exit signal is not one)."""
-    return [
-        r
-        for r in STUDY["recipes"]
-        if CFG["recipes"][r]["exit_signal"] != "ztw_ensemble"
-    ]
-
-
-def latency_runs(wildcards):
-    return [
-        run_path(wildcards.dataset, wildcards.backbone, r, s)
-        for r in deployable_recipes()
-        for s in STUDY["seeds"]
-    ]
-
-
-def latency_inputs(wildcards):
-    """Every file the cascades of all runs of one dataset and backbone are built from."""
-    count = num_branches(wildcards.backbone)
-    files = []
-    for run in latency_runs(wildcards):
-        files += per_branch(run, "branch", count, ext="pt")
-        files += [f"{split_dir(run)}/thresholds.npz", f"{split_dir(run)}/sweep.csv"]
-    return files
-
-
 def study_files(wildcards, name, backbones=None, splits=None):
     """One sweep file per (backbone, recipe, seed, split) of the study for the wildcard's
     dataset (``splits``: which splits; all of the study's by default)."""
@@ -164,7 +137,7 @@ def all_targets():
     )
     targets += expand(
         f"{RUN_PATTERN}/cascade_m{{margin}}.pt",
-        recipe=deployable_recipes(),
+        recipe=STUDY["recipes"],
         seed=STUDY["seeds"],
         margin=CFG["deploy"]["margin"],
         **study,
@@ -196,5 +169,5 @@ def figure_settings(backbone=None, latency=False):
     if backbone is not None:
         settings["backbone"] = backbone
     if latency:
-        settings["lr_batch_size"] = CFG["latency"].get("lr_batch_size")
+        settings["lr_batch_size"] = CFG["latency"]["lr_batch_size"]
     return as_json(settings)

@@ -241,6 +241,7 @@ class CascadeModel(nn.Module):
             return x.contiguous(memory_format=torch.channels_last)
         return x.contiguous()
 
+    @torch.jit.export
     def backbone_logits(self, images: torch.Tensor) -> torch.Tensor:
         """The plain backbone with its classifier on every sample: N×C logits."""
         x = self.prepare(images)
