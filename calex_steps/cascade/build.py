@@ -127,7 +127,8 @@ def build_cascade(run_dir: str | Path | None, margin: float, *, backbone=None, p
     loaded = [load_head(p, str(meta["features_id"]), b) for b, p in enumerate(branches, 1)]
     kinds = feature_kinds(features, count) if head_input == "cache" else ["map"] * count
     with_conf = exit_signal == "branch"
-    heads = [ExitHead(h, kind == "gram", with_conf) for (h, _), kind in zip(loaded, kinds, strict=True)]  # fmt: skip
+    pairs = zip(loaded, kinds, strict=True)
+    heads = [ExitHead(h, kind == "gram", with_conf) for (h, _), kind in pairs]
     thr, temps = load_thresholds(thresholds, margin)
     num_classes = int(thr.shape[1])
     names = list(class_names) if class_names else [f"class{i}" for i in range(num_classes)]

@@ -2,7 +2,7 @@
 
 At batch size B every timed call runs B consecutive test images (the test set
 cycles), uint8 in, preprocessing included, under ``torch.inference_mode``.
-A point takes ``max(1, ceil(warmup / B))`` warm-up calls and
+A point takes ``max(2, ceil(warmup / B))`` warm-up calls and
 ``max(MIN_CALLS, ceil(timed / B))`` timed calls: batch 1 gets exactly
 ``warmup`` + ``timed`` inferences, larger batches at least ``timed`` samples.
 On a GPU the clock reads after ``torch.cuda.synchronize`` and NVML gives the
@@ -29,9 +29,13 @@ MIN_CALLS = 3
 POWER_PERIOD_S = 0.005
 
 
+MIN_WARM_CALLS = 2  # TorchScript's profiling executor optimises a graph on its second call
+
+
 def call_counts(batch_size: int, warmup: int, timed: int) -> tuple[int, int]:
     """(warm-up calls, timed calls) of one measurement at ``batch_size`` (module docstring)."""
-    return max(1, math.ceil(warmup / batch_size)), max(MIN_CALLS, math.ceil(timed / batch_size))
+    warm = max(MIN_WARM_CALLS, math.ceil(warmup / batch_size))
+    return warm, max(MIN_CALLS, math.ceil(timed / batch_size))
 
 
 def batch_views(images: torch.Tensor, batch_size: int, calls: int) -> list[torch.Tensor]:
@@ -142,8 +146,8 @@ def time_parts(parts: dict[str, tuple[Callable, list]], batch_size: int, warm_ca
     seconds: dict[str, list[float]] = {name: [] for name in parts}
     with torch.inference_mode():
         for fn, batches in parts.values():
-            for batch in batches[:warm_calls]:
-                fn(batch)
+            for i in range(warm_calls):
+                fn(batches[i % len(batches)])
         for _ in range(rounds):
             for name, (fn, batches) in parts.items():
                 seconds[name].append(_elapsed(fn, batches, device))
@@ -170,7 +174,7 @@ def segment_costs(prepare: Callable, segments: list, tail: Callable, heads: dict
         milliseconds per sample at ``batch_size``.
     """
     warm_calls, timed_calls = call_counts(batch_size, warmup, timed)
-    raw = batch_views(images, batch_size, max(warm_calls, timed_calls))
+    raw = batch_views(images, batch_size, timed_calls)
     inputs, parts = [raw], {}
     with torch.inference_mode():
         for b, segment in enumerate(segments):

@@ -27,7 +27,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from calex_steps.cascade.signals import SIGNALS
 from calex_steps.errors import CalexError
@@ -147,7 +147,7 @@ class ExitHead(nn.Module):
 def exit_signal(kind: int, cls_logits: torch.Tensor, conf_logits: torch.Tensor,
                 temperature: float, ens_a: torch.Tensor, ens_b: torch.Tensor,
                 members: torch.Tensor, run: torch.Tensor,
-                prev_pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+                prev_pred: torch.Tensor) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
     """(prediction N, signal N as float64, members) of one branch, as ``cascade.signals``.
 
     ``members`` (l-1, N, C) holds the earlier branches' log-softmax of the survivors
@@ -251,11 +251,18 @@ class CascadeModel(nn.Module):
 
     def decide(self, b: int, cls_logits: torch.Tensor, conf_logits: torch.Tensor,
                members: torch.Tensor, run: torch.Tensor,
-               prev_pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+               prev_pred: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
         """(pred, signal, released, members) of branch ``b`` for its samples."""
         pred, signal, members = exit_signal(
-            self.signal, cls_logits, conf_logits, self.temperatures[b], self.ens_a[b, : b + 1],
-            self.ens_b[b], members, run, prev_pred
+            self.signal,
+            cls_logits,
+            conf_logits,
+            self.temperatures[b],
+            self.ens_a[b, : b + 1],
+            self.ens_b[b],
+            members,
+            run,
+            prev_pred,
         )
         released = signal > self.thresholds[b].index_select(0, pred)
         return pred, signal, released, members

@@ -53,7 +53,7 @@ def build_parser():
     p.add_argument("--exit-signal", default="branch", choices=SIGNALS,
                    help="the recipe's exit_signal")  # fmt: skip
     p.add_argument("--ensembles", type=Path, nargs="+",
-                   help="ztw_ensemble{l}.npz (exit signal ztw_ensemble; default: RUN/)")  # fmt: skip
+                   help="ztw_ensemble{l}.npz (exit signal ztw_ensemble; default RUN/)")  # fmt: skip
     p.add_argument("--margin", type=float, required=True, help="a margin of thresholds.npz")
     p.add_argument("--class-names-from", type=Path, help="prepared.h5 holding class_names")
     p.add_argument("--out", type=Path, required=True, help="artifact to write (.pt)")

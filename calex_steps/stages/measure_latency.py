@@ -32,7 +32,13 @@ from calex_steps.cascade.artifact import script_cascade
 from calex_steps.cascade.build import build_cascade, run_paths
 from calex_steps.cascade.latency import time_point
 from calex_steps.cascade.simulate import segment_times
-from calex_steps.cli import add_runtime_args, parse_json_arg, resolve_device, stage_main, stage_parser
+from calex_steps.cli import (
+    add_runtime_args,
+    parse_json_arg,
+    resolve_device,
+    stage_main,
+    stage_parser,
+)
 from calex_steps.data.feature_cache import features_meta
 from calex_steps.data.files import save_csv
 from calex_steps.errors import CalexError

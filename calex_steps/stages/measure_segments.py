@@ -12,8 +12,8 @@ cuts it (``cascade.module.split_backbone``). At every batch size the first segme
 (preprocessing of uint8 images included), each later one, the tail (remaining blocks,
 pool, classifier), the plain backbone and a head of every kind at every attach point
 (``augmented``, ``basic``, ``basic+cascade``: untrained weights, timing does not
-depend on them) run on consecutive test images; each part is timed in interleaved
-rounds and the median kept (``cascade.latency.segment_costs``). ``segments.json``
+depend on them) run on consecutive test images, scripted as the exported cascade runs
+them; each part is timed in interleaved rounds and the median kept (``cascade.latency.segment_costs``). ``segments.json``
 (docs/formats.md) is what the sweeps predict their latency reduction from.
 """
 
@@ -25,9 +25,16 @@ from pathlib import Path
 
 import torch
 
+from calex_steps.cascade.artifact import script_cascade
 from calex_steps.cascade.latency import segment_costs
-from calex_steps.cascade.module import ExitHead, split_backbone
-from calex_steps.cli import add_runtime_args, parse_json_arg, resolve_device, stage_main, stage_parser
+from calex_steps.cascade.module import CascadeModel, ExitHead, split_backbone
+from calex_steps.cli import (
+    add_runtime_args,
+    parse_json_arg,
+    resolve_device,
+    stage_main,
+    stage_parser,
+)
 from calex_steps.data.feature_cache import feature_kinds, features_meta
 from calex_steps.data.files import save_text
 from calex_steps.errors import CalexError
@@ -80,34 +87,27 @@ def run_measure_segments(prepared, backbone, probe, features, settings: dict, de
     model, bb = load_frozen_backbone(backbone, "cpu")
     classifier = load_classifier(model, probe, "cpu")
     segments, tail = split_backbone(model, classifier, attach)
-    segments = [s.to(dev) for s in segments]
-    tail = tail.to(dev)
     norm = bb["normalization"]
-    mean = torch.tensor(norm["mean"], device=dev).view(1, 3, 1, 1)
-    std = torch.tensor(norm["std"], device=dev).view(1, 3, 1, 1)
-
-    def prepare(images: torch.Tensor) -> torch.Tensor:  # as CascadeModel.prepare
-        x = images.permute(0, 3, 1, 2).to(torch.float32).div(255.0)
-        return ((x - mean) / std).contiguous()
-
-    def plain(images: torch.Tensor) -> torch.Tensor:
-        x = prepare(images)
-        for segment in segments:
-            x = segment(x)
-        return tail(x)
-
     images = load_split(prepared, "test", "labels")[0].to(dev)
     with torch.inference_mode():
-        shapes, x = [], prepare(images[:1])
+        shapes, x = [], images[:1].cpu().permute(0, 3, 1, 2).float()
         for segment in segments:
             x = segment(x)
             shapes.append(x.shape)
     heads = exit_heads(feature_kinds(features, len(attach)), shapes,
                        classifier.out_features, int(settings["prototypes"]), dev)  # fmt: skip
+    # The parts run as the exported cascade runs them: scripted (TorchScript).
+    thresholds = torch.ones(len(attach), classifier.out_features)
+    names = [str(c) for c in range(classifier.out_features)]
+    cascade = CascadeModel(segments, heads["augmented"], tail, thresholds, norm["mean"],
+                           norm["std"], names).eval().to(dev)  # fmt: skip
+    scripted = script_cascade(cascade).to(dev)
+    heads = {kind: [script_cascade(h) for h in hs] for kind, hs in heads.items()}
     per_batch = {}
     for batch in sorted(settings["batch_sizes"]):
-        entry = segment_costs(prepare, segments, tail, heads, plain, images, batch,
-                              settings["warmup"], settings["timed"])  # fmt: skip
+        entry = segment_costs(scripted.prepare, list(scripted.segments), scripted.tail, heads,
+                              scripted.backbone_logits, images, batch, settings["warmup"],
+                              settings["timed"])  # fmt: skip
         per_batch[str(batch)] = entry
         log.info("batch %d: segments %s ms, tail %.4f ms, backbone %.4f ms per sample", batch,
                  [round(t, 4) for t in entry["segments_ms"]], entry["tail_ms"],
