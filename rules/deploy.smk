@@ -53,9 +53,10 @@ def latency_inputs(wildcards):
             wildcards.dataset, wildcards.backbone, entry["recipe"], STUDY["seeds"][0]
         )
         files += found["heads"] + found["ensembles"]
-        files += [f"{split_dir(entry['run'])}/{n}" for n in ("thresholds.npz", "frontier.csv")]
+        files += [
+            f"{split_dir(entry['run'])}/{n}" for n in ("thresholds.npz", "frontier.csv")
+        ]
     return files
-
 
 
 rule measure_segments:

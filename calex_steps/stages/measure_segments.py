@@ -13,8 +13,9 @@ cuts it (``cascade.module.split_backbone``). At every batch size the first segme
 pool, classifier), the plain backbone and a head of every kind at every attach point
 (``augmented``, ``basic``, ``basic+cascade``: untrained weights, timing does not
 depend on them) run on consecutive test images, scripted as the exported cascade runs
-them; each part is timed in interleaved rounds and the median kept (``cascade.latency.segment_costs``). ``segments.json``
-(docs/formats.md) is what the sweeps predict their latency reduction from.
+them; each part is timed in interleaved rounds and the median kept
+(``cascade.latency.segment_costs``). ``segments.json`` (docs/formats.md) is what the
+sweeps predict their latency reduction from.
 """
 
 from __future__ import annotations
