@@ -1,5 +1,10 @@
 # Input functions: which files a job reads, decided from the wildcards and the study.
-from calex_steps.workflow.config import branch_recipe, split_source, sweep_settings
+from calex_steps.workflow.config import (
+    branch_recipe,
+    head_kind,
+    split_source,
+    sweep_settings,
+)
 
 
 def probe_input(wildcards):

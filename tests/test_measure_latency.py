@@ -23,9 +23,9 @@ from calex_steps.stages.measure_segments import run_measure_segments
 def test_one_operating_point_per_recipe(tiny_cascade_run, tmp_path):
     run, root = tiny_cascade_run["run"], tiny_cascade_run["root"]
     segments = tmp_path / "segments.json"
+    settings = {"batch_sizes": [1, 16], "warmup": 1, "timed": 8, "prototypes": 16}
     run_measure_segments(tiny_cascade_run["prepared"], root / "backbone.pt", root / "probe.pt",
-                         root / "features.h5", {"batch_sizes": [1, 16], "warmup": 1,
-                                                "timed": 8, "prototypes": 16}, "cpu", segments)  # fmt: skip
+                         root / "features.h5", settings, "cpu", segments)  # fmt: skip
     plan = [{"recipe": "calexnet", "run": str(run), "branch_run": str(run),
              "exit_signal": "branch", "head": "augmented"}]  # fmt: skip
     outs = [tmp_path / "lat.csv", tmp_path / "cross.csv"]

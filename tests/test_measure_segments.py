@@ -40,7 +40,8 @@ def test_segments_json_is_what_the_sweep_reads(tiny_cascade_run, tmp_path):
 def test_bad_settings_are_one_clear_error(tiny_cascade_run, tmp_path):
     root = tiny_cascade_run["root"]
     with pytest.raises(CalexError, match="lacks \\['prototypes'\\]"):
+        settings = {"batch_sizes": [1], "warmup": 1, "timed": 1}
+        out = tmp_path / "s.json"
         run_measure_segments(tiny_cascade_run["prepared"], root / "backbone.pt", None,
-                             root / "features.h5", {"batch_sizes": [1], "warmup": 1,
-                                                    "timed": 1}, "cpu", tmp_path / "s.json")  # fmt: skip
+                             root / "features.h5", settings, "cpu", out)  # fmt: skip
     assert not (tmp_path / "s.json").exists()
