@@ -9,6 +9,7 @@
 rule plot_pareto:
     input:
         frontiers=study_runs("frontier.csv", SPLITS),
+        segments=lambda w: segment_files(w, [w.backbone]),
         code=code("plot_pareto"),
     output:
         png=figure_png("pareto", "Pareto frontiers", "pareto"),

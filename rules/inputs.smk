@@ -1,5 +1,10 @@
 # Input functions: which files a job reads, decided from the wildcards and the study.
-from calex_steps.workflow.config import branch_recipe, split_source, sweep_settings
+from calex_steps.workflow.config import (
+    branch_recipe,
+    head_kind,
+    split_source,
+    sweep_settings,
+)
 
 
 def probe_input(wildcards):
@@ -46,29 +51,6 @@ def segments_file(wildcards):
     """The measured segment times of a (dataset, backbone) (rule measure_segments), from
     which a sweep predicts its latency reduction (`--segments`)."""
     return f"{RESULTS}/{wildcards.dataset}/{wildcards.backbone}/latency/segments.json"
-
-
-def deployable_recipes():
-    """Study recipes the cascade module runs: own branches, exiting on their confidence."""
-    return own_branch_recipes(CFG, ("branch",))
-
-
-def latency_runs(wildcards):
-    return [
-        run_path(wildcards.dataset, wildcards.backbone, r, s)
-        for r in deployable_recipes()
-        for s in STUDY["seeds"]
-    ]
-
-
-def latency_inputs(wildcards):
-    """Every file the cascades of all runs of one dataset and backbone are built from."""
-    count = num_branches(wildcards.backbone)
-    files = []
-    for run in latency_runs(wildcards):
-        files += per_branch(run, "branch", count, ext="pt")
-        files += [f"{split_dir(run)}/thresholds.npz", f"{split_dir(run)}/sweep.csv"]
-    return files
 
 
 def study_files(wildcards, name, backbones=None, splits=None, recipes=None):
@@ -164,7 +146,7 @@ def all_targets():
     )
     targets += expand(
         f"{RUN_PATTERN}/cascade_m{{margin}}.pt",
-        recipe=deployable_recipes(),
+        recipe=STUDY["recipes"],
         seed=STUDY["seeds"],
         margin=CFG["deploy"]["margin"],
         **study,
@@ -196,5 +178,5 @@ def figure_settings(backbone=None, latency=False):
     if backbone is not None:
         settings["backbone"] = backbone
     if latency:
-        settings["lr_batch_size"] = CFG["latency"].get("lr_batch_size")
+        settings["lr_batch_size"] = CFG["latency"]["lr_batch_size"]
     return as_json(settings)
