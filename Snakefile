@@ -28,6 +28,7 @@ include: "rules/baselines.smk"  # train_joint, ztw_ensemble
 include: "rules/sweep.smk"  # sweep_margins
 include: "rules/tables.smk"  # make_tables, write_summary
 include: "rules/figures.smk"  # plot_pareto, plot_ablation, ... plot_exemplars
+include: "rules/deploy_inputs.smk"  # input functions of the deploy rules
 include: "rules/deploy.smk"  # export_cascade, measure_latency
 
 

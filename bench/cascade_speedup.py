@@ -1,83 +1,109 @@
-"""Measured speed-up of the real cascade over the plain backbone, against the FLOPs prediction.
+"""Measured speed-up of the exported cascade against the one predicted from measured segment
+times (and, for comparison, from FLOPs).
 
-    .venv/bin/python bench/cascade_speedup.py --run-dir results/synthetic/r18tiny/calexnet/seed0
+    .venv/bin/python bench/cascade_speedup.py \
+        --run-dir results/synthetic/r18tiny/calexnet/seed0 \
+        --run-dir results/cifar10_jpeg/resnet56/calexnet/seed0 --batch-sizes 256 1
 
-At batch 256 (default) and the margin whose test FR is closest to 0.5 in the
-run's sweep.csv, the cascade and the plain backbone (same segments, no heads)
-run in alternating rounds over the test images; each round times
-``--calls`` batches and the median round counts. Prints both speed-ups and
-measured / predicted (target: at least 0.8).
+Per run: the margin of its frontier (split 0) whose FR is nearest ``--fr``; the cascade
+is built and scripted as ``export_cascade`` writes it. Per batch size, on a seeded
+random sample of the test images (``--images`` of them, whole batches):
+
+1. the backbone's segments, tail and the run's own heads are timed alone
+   (``cascade.latency.segment_costs``, interleaved rounds, median), and the speed-up
+   predicted from them with the exit fractions the cascade gives on these images;
+2. the scripted cascade and the scripted plain backbone (same segments) run in
+   alternating rounds over the same batches; the median round counts.
+
+Prints predicted (segments), measured, measured / predicted (target: at least 0.9), and
+the FLOPs prediction 1 / (1 - FR) with its ratio. Repeat with ``--repeats`` and take the
+median of the ratios on a shared machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from pathlib import Path
 
-import pandas as pd
+import numpy as np
 import torch
 
+from calex_steps.cascade.artifact import script_cascade
 from calex_steps.cascade.build import build_cascade, run_paths
-from calex_steps.cascade.latency import batch_views
+from calex_steps.cascade.latency import segment_costs, time_parts
+from calex_steps.cascade.simulate import segment_times
 from calex_steps.models.inference import load_split
+from calex_steps.reporting.latency import operating_point
 
 
-def time_round(fn, batches: list[torch.Tensor]) -> float:
-    """Seconds for one pass of ``fn`` over ``batches`` (synchronised on a GPU)."""
-    device = batches[0].device
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    began = time.perf_counter()
-    for batch in batches:
-        fn(batch)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - began
+def timed_images(prepared: Path, count: int, batch: int, seed: int = 0) -> list[torch.Tensor]:
+    """Whole batches of a seeded random sample of the test images (uint8 N×H×W×3)."""
+    images = load_split(prepared, "test", "labels")[0]
+    order = torch.from_numpy(np.random.default_rng(seed).permutation(len(images)))
+    calls = max(1, count // batch)
+    picked = images.index_select(0, order[: calls * batch]).contiguous()
+    return list(picked.split(batch))
+
+
+def predicted(model, batches: list[torch.Tensor], batch: int, rounds: int) -> tuple[float, list]:
+    """Speed-up predicted from the parts (scripted) timed alone, and the exit fractions."""
+    costs = segment_costs(model.prepare, list(model.segments), model.tail,
+                          {"run": list(model.heads)}, model.backbone_logits,
+                          torch.cat(batches), batch, 0, batch * len(batches),
+                          rounds)  # fmt: skip
+    count = len(costs["segments_ms"])
+    attach = [f"a{b}" for b in range(count)]
+    times, backbone = segment_times({"attach_points": attach, "per_batch": {str(batch): costs}},
+                                    attach, batch, "run")  # fmt: skip
+    with torch.inference_mode():
+        exits = torch.cat([model(b)[1] for b in batches]).numpy()
+    fracs = np.bincount(exits, minlength=count + 1) / len(exits)
+    return backbone / float(fracs @ times), fracs.round(3).tolist()
+
+
+def measured(scripted, batches: list[torch.Tensor], batch: int, rounds: int) -> float:
+    """Plain backbone time / cascade time, both scripted, alternating rounds."""
+    parts = {"cascade": (scripted, batches), "backbone": (scripted.backbone_logits, batches)}
+    ms = time_parts(parts, batch, 1, rounds, batches[0].device)
+    return ms["backbone"] / ms["cascade"]
 
 
 def main() -> None:
     """Parse the arguments, measure, print."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--run-dir", type=Path, default=Path("results/synthetic/r18tiny/calexnet/seed0"))
-    p.add_argument("--prepared", type=Path, help="default: results/<dataset>/prepared.h5")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--calls", type=int, default=8, help="batches per timed round")
-    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--run-dir", type=Path, action="append", required=True)
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[256, 1])
+    p.add_argument("--fr", type=float, default=0.5, help="operating point: FR nearest this")
+    p.add_argument("--images", type=int, default=2048, help="timed images at batch > 1")
+    p.add_argument("--images-one", type=int, default=300, help="timed images at batch 1")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=1, help="whole measurements; median ratio")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--device", default="cpu")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    sweep = pd.read_csv(a.run_dir / "split0" / "sweep.csv")
-    row = sweep.iloc[(sweep["fr"] - 0.5).abs().argmin()]
-    prepared = a.prepared or run_paths(a.run_dir)["backbone"].parent.parent / "prepared.h5"
-    device = torch.device(a.device)
-    model = build_cascade(a.run_dir, float(row["margin"]), device=device)
-    images = load_split(prepared, "test", "labels")[0].to(device)
-    batches = batch_views(images, a.batch_size, a.calls)
-    if a.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-        batches = [model.prepare(b).contiguous(memory_format=torch.channels_last) for b in batches]
-    cascade, backbone = [], []
-    with torch.inference_mode():
-        time_round(model, batches[:1]), time_round(model.backbone_logits, batches[:1])
-        for _ in range(a.rounds):  # alternate, so load changes hit both alike
-            cascade.append(time_round(model, batches))
-            backbone.append(time_round(model.backbone_logits, batches))
-    measured = statistics.median(backbone) / statistics.median(cascade)
-    predicted = 1.0 / (1.0 - float(row["fr"]))
-    print(f"data: {a.run_dir} (test split of {prepared}, {len(images)} images), device {device}, "
-          f"threads {torch.get_num_threads()}, channels_last {a.channels_last}")  # fmt: skip
-    print(f"operating point: margin {row['margin']:g}, FR {row['fr']:.4f}, "
-          f"accuracy {row['accuracy']:.4f}, batch {a.batch_size}")  # fmt: skip
-    per_sample = 1000.0 / (a.batch_size * a.calls)
-    print(f"backbone {statistics.median(backbone) * per_sample:.4f} ms/sample, "
-          f"cascade {statistics.median(cascade) * per_sample:.4f} ms/sample")  # fmt: skip
-    print(f"measured speed-up {measured:.3f}, FLOPs speed-up {predicted:.3f}, "
-          f"ratio {measured / predicted:.3f} (target >= 0.8)")  # fmt: skip
+    for run in a.run_dir:
+        point = operating_point(run / "split0" / "frontier.csv", a.fr)
+        prepared = run_paths(run)["backbone"].parent.parent / "prepared.h5"
+        model = build_cascade(run, float(point["margin"]), channels_last=a.channels_last)
+        scripted = script_cascade(model)
+        flops = 1.0 / (1.0 - float(point["fr"]))
+        print(f"{run}: margin {point['margin']:g}, FR {point['fr']:.3f}, threads "
+              f"{torch.get_num_threads()}, channels_last {a.channels_last}")  # fmt: skip
+        for batch in a.batch_sizes:
+            batches = timed_images(prepared, a.images if batch > 1 else a.images_one, batch)
+            results = []
+            for _ in range(a.repeats):
+                pred, fracs = predicted(scripted, batches, batch, a.rounds)
+                results.append((measured(scripted, batches, batch, a.rounds), pred))
+            meas = statistics.median(m for m, _ in results)
+            pred = statistics.median(p for _, p in results)
+            ratio = statistics.median(m / p for m, p in results)
+            print(f"  batch {batch:4d}: exits {fracs}; predicted (segments) {pred:.3f}, "
+                  f"measured {meas:.3f}, ratio {ratio:.3f} (target >= 0.9); FLOPs "
+                  f"{flops:.3f}, measured/FLOPs {meas / flops:.3f}", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 # Stage 3 for the baselines (SPEC section 8): joint recipes (PTEEnet, BoostNet)
 # train all branches in one job; ZTW's branches train through train_branch and
-# then get their per-exit geometric ensemble here.
+# then get their per-exit geometric ensemble here. A joint recipe with `search`
+# lists first picks its settings on the calibration split (search_baseline).
 #
 # A job writes one file per attach point, and a rule's outputs cannot depend on
 # a wildcard, so one rule is defined per distinct branch count among the
@@ -8,6 +9,38 @@
 
 
 BRANCH_COUNTS = sorted({num_branches(b) for b in CFG["backbones"]})
+SEARCH_FILE = f"{RESULTS}/{{dataset}}/{{backbone}}/{{recipe}}/search.json"
+SEARCHED = [r for r, s in CFG["recipes"].items() if s.get("search")]
+
+
+rule search_baseline:
+    input:
+        features=FEATURES,
+        code=code("search_baseline"),
+    output:
+        SEARCH_FILE,
+    log:
+        "logs/search_baseline/{dataset}/{backbone}/{recipe}.log",
+    benchmark:
+        "benchmarks/search_baseline/{dataset}/{backbone}/{recipe}.tsv"
+    wildcard_constraints:
+        recipe=alternation(SEARCHED),
+    conda:
+        "../envs/calex.yaml"
+    threads: 1
+    resources:
+        gpu=gpu,
+        mem_mb=lambda w: estimate.joint_mem_mb(CFG, w.dataset, w.backbone),
+        runtime=720,
+    params:
+        settings=lambda w: as_json(train_settings(w.recipe)),
+        seed=STUDY["seeds"][0],
+        device=CFG["device"],
+    shell:
+        "python -m calex_steps.stages.search_baseline --features {input.features}"
+        " --recipe {wildcards.recipe} --settings {params.settings:q}"
+        " --seed {params.seed} --device {params.device} --threads {threads}"
+        " --out {output} > {log} 2>&1"
 
 
 for _count in BRANCH_COUNTS:
@@ -18,6 +51,7 @@ for _count in BRANCH_COUNTS:
             f"train_joint{_suffix}"
         input:
             features=FEATURES,
+            search=lambda w: SEARCH_FILE.format(**w) if w.recipe in SEARCHED else [],
             code=code("train_joint"),
         output:
             heads=per_branch(RUN_PATTERN, "branch", _count, ext="pt"),
@@ -43,7 +77,7 @@ for _count in BRANCH_COUNTS:
             "python -m calex_steps.stages.train_joint --features {input.features}"
             " --recipe {wildcards.recipe} --settings {params.settings:q}"
             " --seed {wildcards.seed} --device {params.device} --threads {threads}"
-            " --out-heads {output.heads} --out-outputs {output.outputs} > {log} 2>&1"
+            " --search {input.search} --out-heads {output.heads} --out-outputs {output.outputs} > {log} 2>&1"
 
     rule:
         name:

@@ -10,7 +10,12 @@ from calex_steps.data.sources import check_source
 from calex_steps.errors import CalexError
 from calex_steps.workflow import resources as estimate
 from calex_steps.workflow.code_deps import module_files
-from calex_steps.workflow.config import needs_probe, resolve_recipe, validate_config
+from calex_steps.workflow.config import (
+    needs_probe,
+    own_branch_recipes,
+    resolve_recipe,
+    validate_config,
+)
 
 try:
     CFG = validate_config(config)

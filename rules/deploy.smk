@@ -1,6 +1,36 @@
-# Stage 6: the cascade as a real model (SPEC section 11): export one operating
-# point as TorchScript, and time every recipe against the plain backbone.
-# Settings: the `latency` block (warmup, timed, batch_sizes) and `deploy.margin`.
+# Stage 6: the cascade as a real model (SPEC section 11, docs/deploy.md): time the
+# backbone's segments and the heads (the latency cost axis of the sweeps), export one
+# operating point as TorchScript, and time one operating point per recipe.
+# Settings: the `latency` block, `deploy.margin` and training.prototypes.
+rule measure_segments:
+    input:
+        prepared=PREPARED,
+        backbone=BACKBONE,
+        probe=probe_input,
+        features=FEATURES,
+        code=code("measure_segments"),
+    output:
+        f"{BACKBONE_DIR}/latency/segments.json",
+    log:
+        "logs/measure_segments/{dataset}/{backbone}.log",
+    benchmark:
+        "benchmarks/measure_segments/{dataset}/{backbone}.tsv"
+    conda:
+        "../envs/calex.yaml"
+    threads: 2  # timing on the CPU: nothing else runs beside it on a 2-core machine
+    resources:
+        gpu=gpu,
+        mem_mb=4000,
+        runtime=30,
+    params:
+        settings=as_json(segment_settings()),
+        probe=lambda w, input: f"--probe {input.probe}" if input.probe else "",
+        device=CFG["device"],
+    shell:
+        "python -m calex_steps.stages.measure_segments --prepared {input.prepared}"
+        " --backbone {input.backbone} {params.probe} --features {input.features}"
+        " --settings {params.settings:q} --device {params.device} --threads {threads}"
+        " --out {output} > {log} 2>&1"
 
 
 rule export_cascade:
@@ -9,7 +39,10 @@ rule export_cascade:
         probe=probe_input,
         features=FEATURES,
         prepared=PREPARED,
-        heads=lambda w: per_branch(run_dir(w), "branch", num_branches(w.backbone), "pt"),
+        heads=lambda w: cascade_files(w.dataset, w.backbone, w.recipe, w.seed)["heads"],
+        ensembles=lambda w: cascade_files(w.dataset, w.backbone, w.recipe, w.seed)[
+            "ensembles"
+        ],
         thresholds=f"{RUN_PATTERN}/split0/thresholds.npz",
         code=code("export_cascade"),
     output:
@@ -29,12 +62,16 @@ rule export_cascade:
     params:
         run=run_dir,
         probe=lambda w, input: f"--probe {input.probe}" if input.probe else "",
+        ensembles=lambda w, input: (
+            f"--ensembles {input.ensembles}" if input.ensembles else ""
+        ),
+        signal=lambda w: CFG["recipes"][w.recipe]["exit_signal"],
     shell:
         "python -m calex_steps.stages.export_cascade --run-dir {params.run}"
         " --backbone {input.backbone} {params.probe} --features {input.features}"
-        " --thresholds {input.thresholds}"
-        " --margin {wildcards.margin} --class-names-from {input.prepared}"
-        " --out {output} > {log} 2>&1"
+        " --thresholds {input.thresholds} --branches {input.heads} {params.ensembles}"
+        " --exit-signal {params.signal} --margin {wildcards.margin}"
+        " --class-names-from {input.prepared} --out {output} > {log} 2>&1"
 
 
 rule measure_latency:
@@ -43,11 +80,11 @@ rule measure_latency:
         backbone=BACKBONE,
         probe=probe_input,
         features=FEATURES,
+        segments=segments_file,
         runs=latency_inputs,
         code=code("measure_latency"),
     output:
         table=f"{BACKBONE_DIR}/latency/latency.csv",
-        at_fr=f"{BACKBONE_DIR}/latency/latency_at_fr.csv",
         crossover=f"{BACKBONE_DIR}/latency/crossover.csv",
     log:
         "logs/measure_latency/{dataset}/{backbone}.log",
@@ -59,17 +96,16 @@ rule measure_latency:
     resources:
         gpu=gpu,
         mem_mb=6000,
-        runtime=lambda w: 30 + 10 * len(latency_runs(w)),
+        runtime=lambda w: 30 + 5 * len(STUDY["recipes"]),
     params:
-        runs=latency_runs,
-        margins=" ".join(str(m) for m in CFG["sweep"]["margins"]),
+        plan=lambda w: as_json({"recipes": latency_plan(w)}),
+        latency={k: CFG["latency"][k] for k in ("fr", *LATENCY_KEYS)},
         batch_sizes=" ".join(str(b) for b in CFG["latency"]["batch_sizes"]),
-        warmup=CFG["latency"]["warmup"],
-        timed=CFG["latency"]["timed"],
         device=CFG["device"],
     shell:
         "python -m calex_steps.stages.measure_latency --prepared {input.prepared}"
-        " --runs {params.runs} --margins {params.margins} --batch-sizes {params.batch_sizes}"
-        " --warmup {params.warmup} --timed {params.timed} --device {params.device}"
-        " --threads {threads} --out-table {output.table} --out-at-fr {output.at_fr}"
+        " --plan {params.plan:q} --fr {params.latency[fr]}"
+        " --batch-sizes {params.batch_sizes} --warmup {params.latency[warmup]}"
+        " --timed {params.latency[timed]} --segments {input.segments}"
+        " --device {params.device} --threads {threads} --out-table {output.table}"
         " --out-crossover {output.crossover} > {log} 2>&1"

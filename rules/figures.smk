@@ -9,6 +9,7 @@
 rule plot_pareto:
     input:
         frontiers=study_runs("frontier.csv", SPLITS),
+        segments=lambda w: segment_files(w, [w.backbone]),
         code=code("plot_pareto"),
     output:
         png=figure_png("pareto", "Pareto frontiers", "pareto"),
@@ -50,8 +51,10 @@ use rule plot_pareto as plot_ablation with:
 
 use rule plot_pareto as plot_calibration with:
     input:
-        exits=study_runs("exits.npz"),
-        thresholds=study_runs("thresholds.npz"),
+        exits=study_runs("exits.npz", recipes=own_branch_recipes(CFG, SIGNAL_STEMS)),
+        thresholds=study_runs(
+            "thresholds.npz", recipes=own_branch_recipes(CFG, SIGNAL_STEMS)
+        ),
         signals=signal_files,
         code=code("plot_calibration"),
     output:

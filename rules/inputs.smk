@@ -1,5 +1,10 @@
 # Input functions: which files a job reads, decided from the wildcards and the study.
-from calex_steps.workflow.config import branch_recipe, split_source, sweep_settings
+from calex_steps.workflow.config import (
+    branch_recipe,
+    head_kind,
+    split_source,
+    sweep_settings,
+)
 
 
 def probe_input(wildcards):
@@ -48,49 +53,22 @@ def segments_file(wildcards):
     return f"{RESULTS}/{wildcards.dataset}/{wildcards.backbone}/latency/segments.json"
 
 
-def deployable_recipes():
-    """Study recipes the cascade module runs (ZTW's ensemble exit signal is not one)."""
-    return [
-        r
-        for r in STUDY["recipes"]
-        if CFG["recipes"][r]["exit_signal"] != "ztw_ensemble"
-    ]
-
-
-def latency_runs(wildcards):
-    return [
-        run_path(wildcards.dataset, wildcards.backbone, r, s)
-        for r in deployable_recipes()
-        for s in STUDY["seeds"]
-    ]
-
-
-def latency_inputs(wildcards):
-    """Every file the cascades of all runs of one dataset and backbone are built from."""
-    count = num_branches(wildcards.backbone)
-    files = []
-    for run in latency_runs(wildcards):
-        files += per_branch(run, "branch", count, ext="pt")
-        files += [f"{split_dir(run)}/thresholds.npz", f"{split_dir(run)}/sweep.csv"]
-    return files
-
-
-def study_files(wildcards, name, backbones=None, splits=None):
+def study_files(wildcards, name, backbones=None, splits=None, recipes=None):
     """One sweep file per (backbone, recipe, seed, split) of the study for the wildcard's
-    dataset (``splits``: which splits; all of the study's by default)."""
+    dataset (``splits``, ``recipes``: which; all of the study's by default)."""
     return expand(
         f"{RESULTS}/{wildcards.dataset}/{{backbone}}/{{recipe}}/seed{{seed}}/split{{split}}/{name}",
         backbone=backbones or STUDY["backbones"],
-        recipe=STUDY["recipes"],
+        recipe=recipes or STUDY["recipes"],
         seed=STUDY["seeds"],
         split=SPLITS if splits is None else splits,
     )
 
 
-def study_runs(name, splits=(0,)):
+def study_runs(name, splits=(0,), recipes=None):
     """Input function: one file per (recipe, seed, split) of the wildcard's dataset and
     backbone; split 0 only by default (most figures show the prepared partition)."""
-    return lambda w: study_files(w, name, [w.backbone], list(splits))
+    return lambda w: study_files(w, name, [w.backbone], list(splits), recipes)
 
 
 def segment_files(wildcards, backbones=None):
@@ -103,11 +81,15 @@ def segment_files(wildcards, backbones=None):
     )
 
 
+SIGNAL_STEMS = ("branch", "ztw_ensemble")  # exit signals stored as per-branch files
+
+
 def signal_files(wildcards):
-    """The per-branch exit-signal files of every run of a (dataset, backbone)."""
+    """The per-branch exit-signal files of every run of a (dataset, backbone) whose
+    recipe trains its own branches and exits on them (the calibration figure's runs)."""
     count = num_branches(wildcards.backbone)
     files = []
-    for recipe in STUDY["recipes"]:
+    for recipe in own_branch_recipes(CFG, SIGNAL_STEMS):
         for seed in STUDY["seeds"]:
             run = run_path(wildcards.dataset, wildcards.backbone, recipe, seed)
             files += per_branch(run, signal_stem(recipe), count)
@@ -164,7 +146,7 @@ def all_targets():
     )
     targets += expand(
         f"{RUN_PATTERN}/cascade_m{{margin}}.pt",
-        recipe=deployable_recipes(),
+        recipe=STUDY["recipes"],
         seed=STUDY["seeds"],
         margin=CFG["deploy"]["margin"],
         **study,
@@ -196,5 +178,5 @@ def figure_settings(backbone=None, latency=False):
     if backbone is not None:
         settings["backbone"] = backbone
     if latency:
-        settings["lr_batch_size"] = CFG["latency"].get("lr_batch_size")
+        settings["lr_batch_size"] = CFG["latency"]["lr_batch_size"]
     return as_json(settings)

@@ -2,12 +2,14 @@
 # (SPEC section 7, docs/calibration.md), once per calibration/test split (study.splits).
 # A recipe with branches_from sweeps another recipe's branch files; split k of a dataset
 # that retrains per split reads the files of its derived dataset `<key>-split<k>`.
+# The latency reduction (lr) is predicted from the measured segment times (measure_segments).
 
 
 rule sweep_margins:
     input:
         features=sweep_features,
         branches=exit_signal_files,
+        segments=segments_file,
         code=code("sweep_margins"),
     output:
         table=f"{SPLIT_PATTERN}/sweep.csv",
@@ -32,6 +34,7 @@ rule sweep_margins:
     shell:
         "python -m calex_steps.stages.sweep_margins --features {input.features}"
         " --branches {input.branches} --settings {params.settings:q}"
+        " --segments {input.segments}"
         " --out-table {output.table} --out-frontier {output.frontier}"
         " --out-thresholds {output.thresholds} --out-exits {output.exits}"
         " --out-per-class {output.per_class} > {log} 2>&1"

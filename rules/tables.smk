@@ -9,7 +9,7 @@ TABLE_SETTINGS = as_json(
     {
         "backbones": STUDY["backbones"],
         "recipes": STUDY["recipes"],
-        "lr_batch_size": CFG["latency"].get("lr_batch_size"),
+        "lr_batch_size": CFG["latency"]["lr_batch_size"],
         **{k: v for k, v in CFG["report"].items() if k != "near_backbone"},
     }
 )
@@ -25,6 +25,7 @@ rule make_tables:
         frontiers=lambda w: study_files(w, "frontier.csv"),
         sweeps=lambda w: study_files(w, "sweep.csv"),
         exits=lambda w: study_files(w, "exits.npz"),
+        segments=segment_files,
         code=code("make_tables"),
     output:
         loss=report(
@@ -85,7 +86,8 @@ rule make_tables:
         out_dir=lambda w: f"{TABLES}/{w.dataset}",
     shell:
         "python -m calex_steps.stages.make_tables --frontiers {input.frontiers}"
-        " --sweeps {input.sweeps} --exits {input.exits} --settings {params.settings:q}"
+        " --sweeps {input.sweeps} --exits {input.exits} --segments {input.segments}"
+        " --settings {params.settings:q}"
         " --out-dir {params.out_dir} > {log} 2>&1"
 
 

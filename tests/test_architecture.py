@@ -117,7 +117,8 @@ def test_code_inputs_follow_the_imports():
     assert not set(PLUMBING) & set(files)
     assert "calex_steps/reporting/tables.py" not in files
     latency = module_files("calex_steps.stages.measure_latency", PACKAGE)
-    assert "calex_steps/reporting/curves.py" in latency  # the interpolation it reads FRs with
+    assert "calex_steps/reporting/latency.py" in latency  # where it picks the operating point
+    assert "calex_steps/cascade/simulate.py" in latency  # the segment-time prediction
     sweep = module_files("calex_steps.stages.sweep_margins", PACKAGE)
     assert not any(f.startswith("calex_steps/models/") for f in sweep)  # sweeps stay torch-free
 

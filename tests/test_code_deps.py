@@ -14,13 +14,21 @@ def edit(path):
     path.write_text(path.read_text() + "\n# an edit\n")
 
 
-def test_interpolation_edit_reruns_the_latency_tables(tiny_run, tmp_path):
+@pytest.mark.parametrize(
+    ("module", "importers"),
+    [
+        # the FR interpolation: every stage that reads a curve at fixed FRs
+        ("reporting/curves.py", {"make_tables", "plot_ablation", "write_summary", "write_claims"}),
+        # the latency tables: read only by measure_latency
+        ("reporting/latency.py", {"measure_latency"}),
+    ],
+)
+def test_library_edit_reruns_exactly_its_importers(tiny_run, tmp_path, module, importers):
     run = clone_run(tiny_run, tmp_path / "run")
-    edit(run / "calex_steps" / "reporting" / "curves.py")  # the FR interpolation
+    edit(run / "calex_steps" / module)
     jobs = scheduled(snakemake(run, "-n").stdout)
-    assert jobs.get("measure_latency") == 1 and jobs.get("make_tables") == 1
-    for rule in ("train_branch", "sweep_margins", "cache_features", "pretrain_backbone"):
-        assert rule not in jobs
+    # the README's "What reruns when"; nothing upstream (no training, no sweep)
+    assert set(jobs) - {"all"} == importers
 
 
 def test_logging_helper_edit_reruns_nothing(tiny_run, tmp_path):

@@ -9,6 +9,7 @@ import yaml
 from calex_steps.errors import CalexError
 from calex_steps.workflow.config import (
     branch_recipe,
+    own_branch_recipes,
     reference_markdown,
     resolve_recipe,
     split_source,
@@ -205,3 +206,12 @@ def test_latency_batch_size_for_the_sweeps(full):
     full["latency"]["lr_batch_size"] = 64
     with pytest.raises(CalexError, match="latency.lr_batch_size = 64 is not one of"):
         validate_config(full)
+
+
+def test_only_recipes_with_their_own_branches_are_exported_or_read_for_calibration():
+    config = validate_config(merged("workflow_config.yaml", "config/cifar10_resnet56.yaml"))
+    assert own_branch_recipes(config, ("branch",)) == [
+        "calexnet", "noalign", "align_only", "kd_only", "pteenet", "boostnet"
+    ]  # fmt: skip
+    with_ztw = own_branch_recipes(config, ("branch", "ztw_ensemble"))
+    assert "ztw" in with_ztw and "calexnet_matched" not in with_ztw and "msp_cpm" not in with_ztw

@@ -102,3 +102,73 @@ def test_inner_attach_point_and_unsupported_model():
 def test_unknown_margin_is_one_clear_error(tiny_cascade_run):
     with pytest.raises(CalexError, match="no margin 0.33; choose one of 0.01"):
         build_cascade(tiny_cascade_run["run"], 0.33)
+
+
+def sweep_with(run_info, tmp_path, signal, extra=None, stem="branch"):
+    """Sweep the tiny run's branch (or ensemble) files with another exit signal."""
+    from calex_steps.stages.sweep_margins import run_sweep_margins
+
+    run, root = run_info["run"], run_info["root"]
+    settings = {"margins": [0.01, 0.05, 0.2, 0.4], "calibration": "cascade", "exit_signal": signal}
+    outs = [tmp_path / f"{signal}_{n}" for n in ("sweep.csv", "thr.npz", "exits.npz", "pc.csv")]
+    files = [run / f"{stem}{b}.npz" for b in (1, 2, 3)]
+    run_sweep_margins(root / "features.h5", files, settings | (extra or {}), *outs)
+    return outs[1], np.load(outs[2])
+
+
+@pytest.mark.parametrize(
+    ("signal", "extra"),
+    [
+        ("max_softmax", {"temperature_scaling": True}),
+        ("entropy", None),
+        ("top2_gap", None),
+        ("patience", {"thresholds": "global"}),
+        ("ztw_ensemble", None),
+    ],  # fmt: skip
+)
+def test_every_exit_signal_agrees_with_the_simulator(tiny_cascade_run, tmp_path, signal, extra):
+    run = tiny_cascade_run["run"]
+    stem, ensembles = "branch", None
+    if signal == "ztw_ensemble":  # ZTW's ensemble fitted over this run's branches
+        from calex_steps.stages.ztw_ensemble import run_ztw_ensemble
+
+        stem = "ztw_ensemble"
+        ensembles = [tmp_path / f"ztw_ensemble{b}.npz" for b in (1, 2, 3)]
+        run_ztw_ensemble(tiny_cascade_run["root"] / "features.h5",
+                         [run / f"branch{b}.npz" for b in (1, 2, 3)], 0, ensembles, steps=30,
+                         recipe="calexnet")  # fmt: skip
+        for b, path in enumerate(ensembles, 1):
+            (run / f"ztw_ensemble{b}.npz").write_bytes(path.read_bytes())
+    thresholds, exits = sweep_with(tiny_cascade_run, tmp_path, signal, extra, stem)
+    images = tiny_cascade_run["images"]
+    early = 0
+    for i, margin in enumerate(exits["margins"]):
+        model = build_cascade(run, float(margin), thresholds=thresholds, exit_signal=signal,
+                              ensembles=ensembles)  # fmt: skip
+        with torch.inference_mode():
+            parts = [model(images[:70]), model(images[70:])]
+            ones = [model(images[j : j + 1]) for j in range(0, len(images), 37)]  # batch of one
+        exit_branch = torch.cat([p[1] for p in parts]).numpy()
+        np.testing.assert_array_equal(exit_branch, exits["exit_branch"][i])
+        np.testing.assert_array_equal(torch.cat([p[0] for p in parts]).numpy(),
+                                      exits["final_pred"][i])  # fmt: skip
+        np.testing.assert_array_equal(torch.cat([o[1] for o in ones]).numpy(),
+                                      exits["exit_branch"][i][::37])  # fmt: skip
+        early += int((exit_branch < 3).sum())
+    assert early > 0
+    for b in (1, 2, 3):
+        (run / f"ztw_ensemble{b}.npz").unlink(missing_ok=True)
+
+
+def test_artifact_with_a_logit_signal_and_channels_last(tiny_cascade_run, tmp_path):
+    from calex_steps.cascade.artifact import load_artifact, save_artifact
+
+    model = build_cascade(tiny_cascade_run["run"], 0.05, exit_signal="top2_gap",
+                          channels_last=True)  # fmt: skip
+    save_artifact(model, tmp_path / "c.pt")
+    loaded = load_artifact(tmp_path / "c.pt")
+    images = tiny_cascade_run["images"][:64]
+    with torch.inference_mode():
+        for a, b in zip(loaded(images), model(images), strict=True):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+        assert loaded.backbone_logits(images).shape == (64, 4)

@@ -1,59 +1,67 @@
-"""Latency measurement: the table on a real tiny run, interpolation and crossover logic."""
+"""Latency measurement: one operating point per recipe on a real tiny run, and the crossover."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from calex_steps.cascade.latency import NOT_MEASURED, call_counts
+from calex_steps.errors import CalexError
 from calex_steps.reporting.latency import (
     MISSING,
     crossover_batch_size,
     crossover_table,
-    interpolate_metric_at_fr,
-    latency_at_fr,
+    operating_point,
 )
 from calex_steps.stages.measure_latency import TABLE_COLUMNS, run_measure_latency
+from calex_steps.stages.measure_segments import run_measure_segments
 
 
-def test_table_on_cpu_says_energy_not_measured(tiny_cascade_run, tmp_path):  # noqa: F811
-    outs = [tmp_path / n for n in ("lat.csv", "at_fr.csv", "cross.csv")]
-    table = run_measure_latency([tiny_cascade_run["run"]], tiny_cascade_run["prepared"],
-                                [0.05, 0.2], [1, 16], 1, 4, "cpu", *outs)  # fmt: skip
+def test_one_operating_point_per_recipe(tiny_cascade_run, tmp_path):
+    run, root = tiny_cascade_run["run"], tiny_cascade_run["root"]
+    segments = tmp_path / "segments.json"
+    settings = {"batch_sizes": [1, 16], "warmup": 1, "timed": 8, "prototypes": 16}
+    run_measure_segments(tiny_cascade_run["prepared"], root / "backbone.pt", root / "probe.pt",
+                         root / "features.h5", settings, "cpu", segments)  # fmt: skip
+    plan = [{"recipe": "calexnet", "run": str(run), "branch_run": str(run),
+             "exit_signal": "branch", "head": "augmented"}]  # fmt: skip
+    outs = [tmp_path / "lat.csv", tmp_path / "cross.csv"]
+    run_measure_latency(plan, tiny_cascade_run["prepared"], 0.5, [16, 1], 1, 8, "cpu", *outs,
+                        segments=segments)  # fmt: skip
     written = pd.read_csv(outs[0], keep_default_na=False)
     assert list(written.columns) == TABLE_COLUMNS
-    assert len(written) == 4 and set(written["batch_size"]) == {1, 16}
+    assert len(written) == 2 and list(written["batch_size"]) == [1, 16]
     assert set(written["energy_mj_per_sample"]) == {NOT_MEASURED}
-    assert (table["latency_ms_per_sample"] > 0).all()
-    sweep = pd.read_csv(tiny_cascade_run["split"] / "sweep.csv").set_index("margin")
-    fr = sweep.loc[written["margin"], "fr"].to_numpy()
-    np.testing.assert_allclose(written["flops_speedup"], 1 / (1 - fr), rtol=1e-5)
+    frontier = pd.read_csv(tiny_cascade_run["split"] / "frontier.csv")
+    nearest = frontier.iloc[(frontier["fr"] - 0.5).abs().argmin()]
+    np.testing.assert_allclose(written["margin"], nearest["margin"], rtol=1e-5)  # one margin
+    np.testing.assert_allclose(written["flops_speedup"], 1 / (1 - nearest["fr"]), rtol=1e-5)
     ratio = written["backbone_latency_ms_per_sample"] / written["latency_ms_per_sample"]
     np.testing.assert_allclose(written["measured_speedup"], ratio, rtol=1e-4)
-    at_fr = pd.read_csv(outs[1], keep_default_na=False)
-    assert set(at_fr["energy_mj_per_sample"]) == {NOT_MEASURED}
-    assert list(pd.read_csv(outs[2]).columns) == [
-        "reference",
-        "baseline",
-        "fr",
-        "crossover_batch_size",
-    ]
+    assert (written["predicted_speedup"].astype(float) > 0).all()
+    assert json.loads(segments.read_text())["attach_points"] == ["layer1", "layer2", "layer3"]
+    with pytest.raises(CalexError, match="--plan needs one entry per recipe"):
+        run_measure_latency([{"recipe": "x"}], tiny_cascade_run["prepared"], 0.5, [1], 1, 8,
+                            "cpu", *outs)  # fmt: skip
+
+
+def test_operating_point_is_the_nearest_fr(tmp_path):
+    path = tmp_path / "frontier.csv"
+    pd.DataFrame({"margin": [0.3, 0.1, 0.2], "fr": [0.7, 0.45, 0.55],
+                  "accuracy": [0.8, 0.9, 0.85]}).to_csv(path, index=False)  # fmt: skip
+    assert operating_point(path, 0.5)["margin"] == 0.1  # tie: the smaller margin
+    assert operating_point(path, 0.9)["margin"] == 0.3
+    with pytest.raises(CalexError, match="run sweep_margins"):
+        operating_point(tmp_path / "missing.csv", 0.5)
 
 
 def test_call_counts():
     assert call_counts(1, 50, 500) == (50, 500)
-    assert call_counts(512, 50, 500) == (1, 3)
-    assert call_counts(128, 50, 500) == (1, 4)
-
-
-def test_interpolation_merges_ties_and_limits_extrapolation():
-    fr = [0.5, 0.3, 0.5, 0.7]
-    lat = [2.0, 3.0, 4.0, 1.0]  # FR 0.5 twice -> mean 3.0
-    out = interpolate_metric_at_fr(fr, lat, [0.3, 0.4, 0.5, 0.6, 0.75, 0.8])
-    np.testing.assert_allclose(out[:5], [3.0, 3.0, 3.0, 2.0, 0.5])
-    assert np.isnan(out[5])  # 0.1 past the largest FR
-    assert np.isnan(interpolate_metric_at_fr([0.5], [np.nan], [0.5])[0])
+    assert call_counts(512, 50, 500) == (2, 3)
+    assert call_counts(128, 50, 500) == (2, 4)
 
 
 def test_crossover_from_a_hand_made_table():
@@ -64,13 +72,8 @@ def test_crossover_from_a_hand_made_table():
     for recipe, lat in (("calexnet", {1: 2.0, 8: 1.0}), ("noalign", {1: 1.5, 8: 1.2}),
                         ("kd_only", {1: 1.0, 8: 0.5})):  # fmt: skip
         for batch, ms in lat.items():
-            for margin, fr, scale in ((0.05, 0.4, 1.0), (0.2, 0.6, 1.0)):
-                rows.append({"recipe": recipe, "seed": 0, "margin": margin, "fr": fr,
-                             "batch_size": batch, "latency_ms_per_sample": ms * scale,
-                             "backbone_latency_ms_per_sample": 3.0,
-                             "energy_mj_per_sample": NOT_MEASURED})  # fmt: skip
-    at_fr = latency_at_fr(pd.DataFrame(rows), targets=(0.5,))
-    cross = crossover_table(at_fr).set_index("baseline")["crossover_batch_size"]
+            rows.append({"recipe": recipe, "fr": 0.5, "batch_size": batch,
+                         "latency_ms_per_sample": ms})  # fmt: skip
+    cross = crossover_table(pd.DataFrame(rows)).set_index("baseline")["crossover_batch_size"]
     assert cross["noalign"] == 8 and cross["kd_only"] == MISSING
-    speedup = at_fr.set_index(["recipe", "batch_size"])["measured_speedup"]
-    assert speedup[("calexnet", 8)] == pytest.approx(3.0)
+    assert crossover_table(pd.DataFrame(rows), "absent").empty

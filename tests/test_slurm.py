@@ -27,6 +27,7 @@ SLURM_RULES = (
     "probe_coarse",
     "cache_features",
     "train_branch",
+    "measure_segments",
     "sweep_margins",
     "export_cascade",
     "measure_latency",

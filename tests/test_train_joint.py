@@ -108,28 +108,29 @@ def _check_files(outputs, heads, settings):
     assert not (heads[0].parent / "branch1.pt.scratch").exists()
 
 
-def test_pteenet_learns_and_writes_branch_files(features, tmp_path):
-    # The toy backbone is always "right" (y* is its argmax), so with a weak basic head the
-    # cheapest loss closes every gate; a strong cost weight and the augmented head make
-    # exiting at branch 1 pay, which is where learning shows.
-    settings = PTEENET | {"head": "augmented", "pteenet_lambda": 3.0}
+def test_pteenet_warms_up_classifiers_then_opens_gates_with_the_cost(features, tmp_path):
+    # The toy backbone is always "right" (y* is its argmax): only the cost term pays for
+    # exiting early, so the gates must open further as lambda grows.
+    settings = PTEENET | {"conf_epochs": 15}
     log = _Log()
     summary, heads, outputs = _run(features, tmp_path / "a", settings, log=log)
     _check_files(outputs, heads, settings)
-    # the backbone's rule lives on layer-1 prototypes; the majority class is 41% of test
+    # the classifiers learn in the warm-up (majority class: 41% of test)
     assert summary["agreement"]["test"][0] > 0.55 and summary["loss_weights"] is None
-    assert any("exit cost fractions [0.25, 0.75]" in line for line in log.lines)
-    epochs = [line for line in log.lines if line.startswith("joint stage epoch")]
-    assert len(epochs) == 25
-    first, last = (float(line.split(" loss ")[1].split()[0]) for line in (epochs[0], epochs[-1]))
+    warmup = [line for line in log.lines if line.startswith("joint stage epoch")]
+    gate = [line for line in log.lines if line.startswith("gate stage epoch")]
+    assert len(warmup) == 25 and len(gate) == 15
+    first, last = (float(line.split(" loss ")[1].split()[0]) for line in (warmup[0], warmup[-1]))
     assert last < first - 0.2
-    # the gate h (= conf at the prediction) ranks right predictions above wrong ones
-    out, y = _load(outputs[0]), _argmax_logits(features, "val")
-    right, high = out["val_pred"] == y, out["val_conf"] > np.median(out["val_conf"])
-    assert right[high].mean() > right[~high].mean()
-    # without a cost term nothing is gained by exiting early: branch 1's gates close
+    # the heads' MACs count in the cost chain, as in the sweep's FR
+    costs = next(line for line in log.lines if line.startswith("pteenet: exit costs"))
+    c1, c2 = (float(v) for v in costs.split("[")[1].split("]")[0].split(","))
+    assert 0.25 < c1 < c2 - 0.5 and float(costs.split("end ")[1].split()[0]) > 1.0
+    # the cost weight decides how far the gates open
     _, _, free = _run(features, tmp_path / "b", settings | {"pteenet_lambda": 0.0})
-    assert _load(free[0])["val_conf"].mean() < out["val_conf"].mean() - 0.2
+    _, _, dear = _run(features, tmp_path / "c", settings | {"pteenet_lambda": 4.0})
+    gates = [_load(o[0])["val_conf"].mean() for o in (free, outputs, dear)]
+    assert gates[0] < gates[1] < gates[2] and gates[2] > 0.5, gates
 
 
 def _argmax_logits(features, split):

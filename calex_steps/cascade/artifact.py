@@ -19,17 +19,18 @@ from calex_steps.io import atomic_path
 META_FILE = "calex.json"
 
 
-def script_cascade(model: CascadeModel) -> torch.jit.ScriptModule:
-    """TorchScript of the cascade (the deprecation warning of torch.jit is silenced)."""
+def script_cascade(model: torch.nn.Module) -> torch.jit.ScriptModule:
+    """TorchScript of the cascade or one of its parts, in eval mode on its device (the
+    deprecation warning of torch.jit is silenced)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", UserWarning)
-        return torch.jit.script(model.cpu().eval())
+        return torch.jit.script(model.eval())
 
 
 def save_artifact(model: CascadeModel, out: str | Path) -> None:
     """Script ``model`` and save it atomically, with ``calex.json`` as an extra file."""
-    scripted = script_cascade(model)
+    scripted = script_cascade(model.cpu())
     with atomic_path(out) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         torch.jit.save(scripted, str(tmp), _extra_files={META_FILE: model.meta_json})

@@ -7,6 +7,7 @@ attributes, the branch heads and one margin's thresholds, and returns a
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -33,18 +34,32 @@ def load_head(path: str | Path, features_id: str, branch: int) -> tuple[Prototyp
     return head.eval().requires_grad_(False), ckpt
 
 
-def load_thresholds(path: str | Path, margin: float) -> torch.Tensor:
-    """The L×C thresholds of one margin from ``thresholds.npz``."""
+def load_thresholds(path: str | Path, margin: float) -> tuple[torch.Tensor, list[float] | None]:
+    """The L×C thresholds of one margin from ``thresholds.npz``, and the fitted per-branch
+    temperatures when the sweep stored them (``temperature``)."""
     if not Path(path).is_file():
         raise CalexError(f"thresholds file {path} does not exist; run sweep_margins first")
     with np.load(path) as z:
         key = margin_key(margin)
         if key not in z.files:
-            raise CalexError(
-                f"{path} has no margin {margin:g}; choose one of "
-                f"{', '.join(k[1:] for k in z.files)}"
-            )
-        return torch.from_numpy(z[key])
+            margins = [k[1:] for k in z.files if k.startswith("m")]
+            raise CalexError(f"{path} has no margin {margin:g}; choose one of {', '.join(margins)}")
+        temps = [float(t) for t in z["temperature"]] if "temperature" in z.files else None
+        return torch.from_numpy(z[key]), temps
+
+
+def load_ensembles(paths: list[Path]) -> list[tuple[list[float], list[float]]]:
+    """ZTW's fitted (a, b) of every exit from ``ztw_ensemble{l}.npz`` (their ``meta``)."""
+    out = []
+    for path in paths:
+        if not Path(path).is_file():
+            raise CalexError(f"ZTW ensemble file {path} does not exist; run ztw_ensemble first")
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"])) if "meta" in z.files else {}
+        if "ensemble_a" not in meta or "ensemble_b" not in meta:
+            raise CalexError(f"{path} has no ensemble_a/ensemble_b in its meta; rerun ztw_ensemble")
+        out.append((meta["ensemble_a"], meta["ensemble_b"]))
+    return out
 
 
 def run_paths(run_dir: str | Path) -> dict[str, Path]:
@@ -60,35 +75,33 @@ def run_paths(run_dir: str | Path) -> dict[str, Path]:
     }
 
 
-def exit_signal(ckpt: dict) -> tuple[str, float]:
-    """The exit signal a branch checkpoint's recipe uses: ("branch", 0) or ("boost", r)."""
+def boost_factor(ckpt: dict) -> float:
+    """BoostNet's additive factor r of a branch checkpoint (0: the logits are the head's own)."""
     settings = ckpt.get("settings") or {}
-    if ckpt["head_config"].get("cascade_input_dim", 0) > 0:
-        raise CalexError(
-            f"recipe '{ckpt.get('recipe')}' feeds earlier logits to its heads (ZTW); its "
-            "ensemble exit signal is not part of the cascade module; use another recipe"
-        )
-    if settings.get("target") == "boostnet":
-        return "boost", float(settings["boost_r"])
-    return "branch", 0.0
+    return float(settings["boost_r"]) if settings.get("target") == "boostnet" else 0.0
 
 
 def build_cascade(run_dir: str | Path | None, margin: float, *, backbone=None, probe=None,
                   features=None, thresholds=None, branches=None, class_names=None,
-                  head_input: str = "cache",
+                  exit_signal: str = "branch", ensembles=None, head_input: str = "cache",
+                  channels_last: bool = False,
                   device: str | torch.device = "cpu") -> CascadeModel:  # fmt: skip
     """Assemble the cascade of one trained run at one margin, in eval mode on ``device``.
 
     Args:
         run_dir: ``results/{d}/{b}/{r}/seed{s}``; it supplies every path not given
-            (backbone, probe, features two levels up; branch{l}.pt inside; thresholds in
-            ``split0/``).
+            (backbone, probe, features two levels up; branch{l}.pt and, for ZTW,
+            ztw_ensemble{l}.npz inside; thresholds in ``split0/``).
         margin: a CPM margin present in ``thresholds.npz``.
         backbone, probe, features, thresholds: explicit paths (probe None = backbone fc).
-        branches: explicit ``branch{l}.pt`` paths, in cascade order.
+        branches: explicit ``branch{l}.pt`` paths, in cascade order (a recipe with
+            ``branches_from`` uses another run's heads).
         class_names: names of the C classes (default ``class0..``).
+        exit_signal: the recipe's exit signal (``cascade.signals.SIGNALS``).
+        ensembles: explicit ``ztw_ensemble{l}.npz`` paths (exit signal ztw_ensemble).
         head_input: ``cache`` = M from the form the cache stored (exact agreement with
             the sweep), ``map`` = M from the raw map at every branch.
+        channels_last: run the convolutions on channels-last tensors.
     """
     if head_input not in ("cache", "map"):
         raise CalexError(f"head_input '{head_input}' is not one of cache, map")
@@ -101,18 +114,22 @@ def build_cascade(run_dir: str | Path | None, margin: float, *, backbone=None, p
         raise CalexError("build_cascade needs --run-dir or the backbone, features and thresholds")
     meta = features_meta(features)  # CalexError when missing
     attach = list(meta["attach_points"])
+    count = len(attach)
     if branches is None:
-        branches = [Path(run_dir) / f"branch{b}.pt" for b in range(1, len(attach) + 1)]
-    if len(branches) != len(attach):
+        branches = [Path(run_dir) / f"branch{b}.pt" for b in range(1, count + 1)]
+    if len(branches) != count:
         raise CalexError(f"got {len(branches)} heads for attach points {attach}; pass one each")
+    if exit_signal == "ztw_ensemble" and not ensembles:
+        ensembles = [Path(run_dir) / f"ztw_ensemble{b}.npz" for b in range(1, count + 1)]
     model, bb = load_frozen_backbone(backbone, "cpu")
     classifier = load_classifier(model, probe, "cpu")
     segments, tail = split_backbone(model, classifier, attach)
     loaded = [load_head(p, str(meta["features_id"]), b) for b, p in enumerate(branches, 1)]
-    kinds = feature_kinds(features, len(attach)) if head_input == "cache" else ["map"] * len(attach)
-    heads = [ExitHead(h, kind == "gram") for (h, _), kind in zip(loaded, kinds, strict=True)]
-    signal, r = exit_signal(loaded[0][1])
-    thr = load_thresholds(thresholds, margin)
+    kinds = feature_kinds(features, count) if head_input == "cache" else ["map"] * count
+    with_conf = exit_signal == "branch"
+    pairs = zip(loaded, kinds, strict=True)
+    heads = [ExitHead(h, kind == "gram", with_conf) for (h, _), kind in pairs]
+    thr, temps = load_thresholds(thresholds, margin)
     num_classes = int(thr.shape[1])
     names = list(class_names) if class_names else [f"class{i}" for i in range(num_classes)]
     if len(names) != num_classes or classifier.out_features != num_classes:
@@ -120,11 +137,17 @@ def build_cascade(run_dir: str | Path | None, margin: float, *, backbone=None, p
             f"{len(names)} class names, a {classifier.out_features}-way classifier and "
             f"{num_classes} threshold columns disagree; pass the matching files"
         )
+    ens = load_ensembles(ensembles) if exit_signal == "ztw_ensemble" else None
     info = {"recipe": loaded[0][1].get("recipe"), "seed": loaded[0][1].get("seed"),
-            "margin": float(margin), "arch": bb["arch"], "width": bb["width"],
-            "attach_points": attach, "feature_kinds": kinds,
+            "margin": float(margin), "exit_signal": exit_signal, "arch": bb["arch"],
+            "width": bb["width"], "attach_points": attach, "feature_kinds": kinds,
             "stage_macs": meta["stage_macs"], "head_macs": [c["head_macs"] for _, c in loaded],
             "input_size": 32, "normalization": bb["normalization"]}  # fmt: skip
     cascade = CascadeModel(segments, heads, tail, thr, bb["normalization"]["mean"],
-                           bb["normalization"]["std"], names, signal, r, info)  # fmt: skip
-    return cascade.eval().requires_grad_(False).to(device)
+                           bb["normalization"]["std"], names, exit_signal,
+                           boost_factor(loaded[0][1]), info, temps, ens,
+                           channels_last)  # fmt: skip
+    cascade = cascade.eval().requires_grad_(False).to(device)
+    if channels_last:
+        cascade = cascade.to(memory_format=torch.channels_last)
+    return cascade

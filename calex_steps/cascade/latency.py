@@ -2,7 +2,7 @@
 
 At batch size B every timed call runs B consecutive test images (the test set
 cycles), uint8 in, preprocessing included, under ``torch.inference_mode``.
-A point takes ``max(1, ceil(warmup / B))`` warm-up calls and
+A point takes ``max(2, ceil(warmup / B))`` warm-up calls and
 ``max(MIN_CALLS, ceil(timed / B))`` timed calls: batch 1 gets exactly
 ``warmup`` + ``timed`` inferences, larger batches at least ``timed`` samples.
 On a GPU the clock reads after ``torch.cuda.synchronize`` and NVML gives the
@@ -29,9 +29,13 @@ MIN_CALLS = 3
 POWER_PERIOD_S = 0.005
 
 
+MIN_WARM_CALLS = 2  # TorchScript's profiling executor optimises a graph on its second call
+
+
 def call_counts(batch_size: int, warmup: int, timed: int) -> tuple[int, int]:
     """(warm-up calls, timed calls) of one measurement at ``batch_size`` (module docstring)."""
-    return max(1, math.ceil(warmup / batch_size)), max(MIN_CALLS, math.ceil(timed / batch_size))
+    warm = max(MIN_WARM_CALLS, math.ceil(warmup / batch_size))
+    return warm, max(MIN_CALLS, math.ceil(timed / batch_size))
 
 
 def batch_views(images: torch.Tensor, batch_size: int, calls: int) -> list[torch.Tensor]:
@@ -119,3 +123,77 @@ def time_point(fn: Callable[[torch.Tensor], object], images: torch.Tensor, batch
     samples = batch_size * timed_calls
     energy = NOT_MEASURED if meter.mj is None else meter.mj / samples
     return 1000.0 * elapsed / samples, energy
+
+
+def _elapsed(fn: Callable[[torch.Tensor], object], batches: list, device: torch.device) -> float:
+    """Seconds for one pass of ``fn`` over ``batches`` (synchronised on a GPU)."""
+    _sync(device)
+    began = time.perf_counter()
+    for batch in batches:
+        fn(batch)
+    _sync(device)
+    return time.perf_counter() - began
+
+
+def time_parts(parts: dict[str, tuple[Callable, list]], batch_size: int, warm_calls: int,
+               rounds: int, device: torch.device) -> dict[str, float]:  # fmt: skip
+    """Median per-sample milliseconds of each named (fn, batches) part.
+
+    Every part is warmed up on its first ``warm_calls`` batches, then the parts are
+    timed in turn, ``rounds`` times, so that a change of load on a shared machine hits
+    them alike; the median round counts.
+    """
+    seconds: dict[str, list[float]] = {name: [] for name in parts}
+    with torch.inference_mode():
+        for fn, batches in parts.values():
+            for i in range(warm_calls):
+                fn(batches[i % len(batches)])
+        for _ in range(rounds):
+            for name, (fn, batches) in parts.items():
+                seconds[name].append(_elapsed(fn, batches, device))
+    return {name: 1000.0 * float(np.median(s)) / (batch_size * len(parts[name][1]))
+            for name, s in seconds.items()}  # fmt: skip
+
+
+def segment_costs(prepare: Callable, segments: list, tail: Callable, heads: dict[str, list],
+                  backbone: Callable, images: torch.Tensor, batch_size: int, warmup: int,
+                  timed: int, rounds: int = 3) -> dict:  # fmt: skip
+    """One batch size's entry of ``segments.json`` (``cascade.simulate.segment_times``).
+
+    Args:
+        prepare: uint8 N×H×W×3 -> normalised float input (timed as part of segment 1).
+        segments: the L backbone segments ending at the attach points.
+        tail: the rest of the backbone, pool and classifier.
+        heads: head kind -> L exit heads (``ExitHead``; ``+cascade`` kinds take the
+            previous logits).
+        backbone: the plain backbone, uint8 images -> logits.
+        images: uint8 test images N×H×W×3 on the device.
+
+    Returns:
+        ``segments_ms`` (L), ``tail_ms``, ``backbone_ms`` and ``heads_ms`` {kind: (L)},
+        milliseconds per sample at ``batch_size``.
+    """
+    warm_calls, timed_calls = call_counts(batch_size, warmup, timed)
+    raw = batch_views(images, batch_size, timed_calls)
+    inputs, parts = [raw], {}
+    with torch.inference_mode():
+        for b, segment in enumerate(segments):
+            fn = (lambda u, s=segment: s(prepare(u))) if b == 0 else segment
+            parts[f"segment{b}"] = (fn, inputs[-1])
+            inputs.append([fn(x) for x in inputs[-1]])
+        parts["tail"] = (tail, inputs[-1])
+        logits = [tail(x) for x in inputs[-1]]
+    parts["backbone"] = (backbone, raw)
+    for kind, kind_heads in heads.items():
+        for b, head in enumerate(kind_heads):
+            args = [(x, z) for x, z in zip(inputs[b + 1], logits, strict=True)]
+            parts[f"{kind}/{b}"] = ((lambda a, h=head: h(a[0], a[1])), args)
+    for name, (fn, batches) in parts.items():
+        parts[name] = (fn, batches[:timed_calls])
+    ms = time_parts(parts, batch_size, warm_calls, rounds, images.device)
+    return {
+        "segments_ms": [ms[f"segment{b}"] for b in range(len(segments))],
+        "tail_ms": ms["tail"],
+        "backbone_ms": ms["backbone"],
+        "heads_ms": {k: [ms[f"{k}/{b}"] for b in range(len(h))] for k, h in heads.items()},
+    }

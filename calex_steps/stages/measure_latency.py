@@ -1,100 +1,124 @@
-"""Stage `measure_latency`: time the real cascade against the plain backbone (SPEC section 11).
+"""Stage `measure_latency`: time one operating point of every recipe against the plain backbone
+(SPEC section 11, docs/deploy.md).
 
     python -m calex_steps.stages.measure_latency --prepared results/D/prepared.h5 \
-        --runs results/D/B/calexnet/seed0 results/D/B/noalign/seed0 ... \
-        --margins 0.01 0.05 ... --batch-sizes 1 8 32 128 512 --warmup 50 --timed 500 \
-        --device auto --out-table latency.csv --out-at-fr latency_at_fr.csv \
-        --out-crossover crossover.csv
+        --plan '{"recipes": [{"recipe": "calexnet", "run": "results/D/B/calexnet/seed0",
+                  "branch_run": "results/D/B/calexnet/seed0", "exit_signal": "branch",
+                  "head": "augmented"}, ...]}' \
+        --fr 0.5 --batch-sizes 1 32 256 --warmup 50 --timed 500 \
+        [--segments results/D/B/latency/segments.json] --device auto \
+        --out-table latency.csv --out-crossover crossover.csv
 
-How a point is timed is ``calex_steps.cascade.latency``; how the table is read
-at common FRs and batch sizes, ``calex_steps.reporting.latency``.
+Per recipe one run (the plan names it: the study's first seed) at one margin: the one of
+its frontier (``split0/frontier.csv``) whose FR is nearest ``--fr``. That answers the
+question the table asks (how much faster is the cascade at a given FR, against the
+backbone, per batch size) without timing every margin of every seed. The exported
+(TorchScript) cascade and its plain backbone are timed as ``cascade.latency.time_point``
+does; with ``--segments`` the table also gives the speed-up predicted from the measured
+segment times.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from calex_steps.cascade.build import build_cascade, load_thresholds
+from calex_steps.cascade.artifact import script_cascade
+from calex_steps.cascade.build import build_cascade, run_paths
 from calex_steps.cascade.latency import time_point
-from calex_steps.cli import add_runtime_args, resolve_device, stage_main, stage_parser
+from calex_steps.cascade.simulate import segment_times
+from calex_steps.cli import (
+    add_runtime_args,
+    parse_json_arg,
+    resolve_device,
+    stage_main,
+    stage_parser,
+)
+from calex_steps.data.feature_cache import features_meta
 from calex_steps.data.files import save_csv
 from calex_steps.errors import CalexError
 from calex_steps.models.inference import load_split
-from calex_steps.reporting.latency import MISSING, crossover_table, latency_at_fr
+from calex_steps.reporting.latency import MISSING, crossover_table, operating_point
 
 log = logging.getLogger("calex")
-TABLE_COLUMNS = ["recipe", "seed", "margin", "fr", "accuracy", "batch_size",
+TABLE_COLUMNS = ["recipe", "seed", "margin", "fr", "lr", "accuracy", "batch_size",
                  "latency_ms_per_sample", "backbone_latency_ms_per_sample",
-                 "measured_speedup", "flops_speedup", "energy_mj_per_sample",
-                 "backbone_energy_mj_per_sample"]  # fmt: skip
+                 "measured_speedup", "predicted_speedup", "flops_speedup",
+                 "energy_mj_per_sample", "backbone_energy_mj_per_sample"]  # fmt: skip
+PLAN_KEYS = ("recipe", "run", "branch_run", "exit_signal", "head")
 
 
-def measure_run(run_dir: Path, images: torch.Tensor, margins: Sequence[float],
-                batch_sizes: Sequence[int], warmup: int, timed: int,
-                backbone: dict[int, tuple]) -> list[dict]:  # fmt: skip
-    """Rows of the latency table for one run dir at every margin and batch size.
+def predicted_speedup(segments: dict | None, point: pd.Series, attach: list[str],
+                      batch: int, head: str) -> float:  # fmt: skip
+    """backbone time / cascade time predicted from ``segments.json`` and the exit fractions."""
+    if segments is None or str(batch) not in segments.get("per_batch", {}):
+        return float("nan")
+    times, backbone = segment_times(segments, attach, batch, head)
+    fracs = [point[f"exit_frac_{b}"] for b in range(1, len(attach) + 1)]
+    return backbone / float(np.dot([*fracs, point["exit_frac_backbone"]], times))
 
-    ``backbone`` caches the plain backbone's (ms, energy) per batch size; it is
-    filled on first use (every run of a dataset and backbone shares it).
-    """
-    sweep_csv = run_dir / "split0" / "sweep.csv"
-    if not sweep_csv.is_file():
-        raise CalexError(f"{sweep_csv} does not exist; run sweep_margins for {run_dir}")
-    sweep = pd.read_csv(sweep_csv).set_index("margin")
-    model = build_cascade(run_dir, margins[0], device=images.device)
+
+def measure_recipe(entry: dict, images: torch.Tensor, fr: float, batch_sizes: list[int],
+                   warmup: int, timed: int, segments: dict | None) -> list[dict]:  # fmt: skip
+    """Rows of the latency table for one recipe's operating point at every batch size."""
+    run, branch_run = Path(entry["run"]), Path(entry["branch_run"])
+    point = operating_point(run / "split0" / "frontier.csv", fr)
+    count = len(features_meta(run_paths(run)["features"])["attach_points"])
+    model = build_cascade(
+        run, float(point["margin"]), exit_signal=entry["exit_signal"],
+        branches=[branch_run / f"branch{b}.pt" for b in range(1, count + 1)],
+        ensembles=[branch_run / f"ztw_ensemble{b}.npz" for b in range(1, count + 1)],
+    ).to(images.device)  # fmt: skip
     info = json.loads(model.meta_json)
+    scripted = script_cascade(model).to(images.device)
     rows = []
     for batch in batch_sizes:
-        if batch not in backbone:
-            backbone[batch] = time_point(model.backbone_logits, images, batch, warmup, timed)
-    for margin in margins:
-        model.thresholds.copy_(load_thresholds(run_dir / "split0" / "thresholds.npz", margin))
-        point = sweep.loc[sweep.index[np.isclose(sweep.index, margin)][0]]
-        for batch in batch_sizes:
-            ms, energy = time_point(model, images, batch, warmup, timed)
-            base_ms, base_energy = backbone[batch]
-            rows.append({"recipe": info["recipe"], "seed": info["seed"], "margin": margin,
-                         "fr": point["fr"], "accuracy": point["accuracy"], "batch_size": batch,
-                         "latency_ms_per_sample": ms, "backbone_latency_ms_per_sample": base_ms,
-                         "measured_speedup": base_ms / ms,
-                         "flops_speedup": 1.0 / (1.0 - point["fr"]),
-                         "energy_mj_per_sample": energy,
-                         "backbone_energy_mj_per_sample": base_energy})  # fmt: skip
-            log.info("%s seed %s m %g batch %d: %.4f ms/sample (backbone %.4f)",
-                     info["recipe"], info["seed"], margin, batch, ms, base_ms)  # fmt: skip
+        base_ms, base_energy = time_point(scripted.backbone_logits, images, batch, warmup, timed)
+        ms, energy = time_point(scripted, images, batch, warmup, timed)
+        rows.append({"recipe": entry["recipe"], "seed": info["seed"], "margin": point["margin"],
+                     "fr": point["fr"], "lr": point.get("lr", float("nan")),
+                     "accuracy": point["accuracy"], "batch_size": batch,
+                     "latency_ms_per_sample": ms, "backbone_latency_ms_per_sample": base_ms,
+                     "measured_speedup": base_ms / ms,
+                     "predicted_speedup": predicted_speedup(segments, point,
+                                                            info["attach_points"], batch,
+                                                            entry["head"]),
+                     "flops_speedup": 1.0 / (1.0 - point["fr"]),
+                     "energy_mj_per_sample": energy,
+                     "backbone_energy_mj_per_sample": base_energy})  # fmt: skip
+        log.info("%s margin %g (FR %.3f) batch %d: %.4f ms/sample, backbone %.4f",
+                 entry["recipe"], point["margin"], point["fr"], batch, ms, base_ms)  # fmt: skip
     return rows
 
 
-def run_measure_latency(runs: Sequence[str | Path], prepared: str | Path,
-                        margins: Sequence[float], batch_sizes: Sequence[int], warmup: int,
-                        timed: int, device: str, out_table, out_at_fr, out_crossover,
-                        reference: str = "calexnet") -> pd.DataFrame:  # fmt: skip
-    """Measure every run at every margin and batch size; write the three CSVs.
-
-    Returns the latency table (``TABLE_COLUMNS``).
-    """
-    if warmup < 0 or timed < 1 or not batch_sizes or min(batch_sizes) < 1 or not margins:
-        raise CalexError("need warmup >= 0, timed >= 1, batch sizes >= 1 and at least one margin")
+def run_measure_latency(plan: list[dict], prepared, fr: float, batch_sizes: list[int],
+                        warmup: int, timed: int, device: str, out_table, out_crossover,
+                        segments=None, reference: str = "calexnet") -> pd.DataFrame:  # fmt: skip
+    """Time every recipe of ``plan`` at its operating point; write the two CSVs."""
+    if warmup < 0 or timed < 1 or not batch_sizes or min(batch_sizes) < 1 or not 0 <= fr < 1:
+        raise CalexError("need warmup >= 0, timed >= 1, batch sizes >= 1 and 0 <= --fr < 1")
+    bad = [e for e in plan if set(PLAN_KEYS) - set(e)]
+    if not plan or bad:
+        raise CalexError(f"--plan needs one entry per recipe with keys {list(PLAN_KEYS)}")
+    timings = None
+    if segments is not None:
+        try:
+            timings = json.loads(Path(segments).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CalexError(f"cannot read {segments} ({exc}); rerun measure_segments") from exc
     dev = resolve_device(device)
     images = load_split(prepared, "test", "labels")[0].to(dev)
-    backbone: dict[int, tuple] = {}
     rows = []
-    for run in runs:
-        rows += measure_run(
-            Path(run), images, margins, sorted(batch_sizes), warmup, timed, backbone
-        )
+    for entry in plan:
+        rows += measure_recipe(entry, images, fr, sorted(batch_sizes), warmup, timed, timings)
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
-    at_fr = latency_at_fr(table)
-    for frame, out in ((table, out_table), (at_fr, out_at_fr),
-                       (crossover_table(at_fr, reference), out_crossover)):  # fmt: skip
-        save_csv(frame, out, "%.6g", na_rep=MISSING)
+    save_csv(table, out_table, "%.6g", na_rep=MISSING)
+    save_csv(crossover_table(table, reference), out_crossover, "%.6g", na_rep=MISSING)
     return table
 
 
@@ -102,15 +126,15 @@ def build_parser():
     """Command-line interface of the stage."""
     p = stage_parser("measure_latency", __doc__)
     p.add_argument("--prepared", required=True, help="prepared.h5 (test images)")
-    p.add_argument("--runs", nargs="+", required=True, help="run dirs results/D/B/R/seedS")
-    p.add_argument("--margins", nargs="+", type=float,
-                   default=[0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.6, 0.8])  # fmt: skip
+    p.add_argument("--plan", required=True, help="JSON object: recipes = list of plan entries")
+    p.add_argument("--fr", type=float, default=0.5, help="the FR the operating point is nearest")
     p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 32, 128, 512])
     p.add_argument("--warmup", type=int, default=50, help="warm-up inferences at batch 1")
     p.add_argument("--timed", type=int, default=500, help="timed inferences at batch 1")
+    p.add_argument("--segments", help="segments.json (adds the predicted speed-up)")
     p.add_argument("--reference", default="calexnet", help="recipe the crossover compares")
     add_runtime_args(p)
-    for name in ("table", "at-fr", "crossover"):
+    for name in ("table", "crossover"):
         p.add_argument(f"--out-{name}", required=True)
     return p
 
@@ -119,8 +143,9 @@ def main(argv=None) -> int:
     """Entry point: 0 on success, 1 on a CalexError (printed as one line)."""
 
     def run(a) -> None:
-        run_measure_latency(a.runs, a.prepared, a.margins, a.batch_sizes, a.warmup, a.timed,
-                            a.device, a.out_table, a.out_at_fr, a.out_crossover,
+        plan = parse_json_arg(a.plan, "--plan").get("recipes", [])
+        run_measure_latency(plan, a.prepared, a.fr, a.batch_sizes, a.warmup, a.timed,
+                            a.device, a.out_table, a.out_crossover, a.segments,
                             a.reference)  # fmt: skip
 
     return stage_main(build_parser, run, argv)

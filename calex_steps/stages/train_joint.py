@@ -13,8 +13,10 @@ per branch.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,12 +34,13 @@ from calex_steps.errors import CalexError
 from calex_steps.models.checkpoints import save_head
 from calex_steps.models.heads import head_macs
 from calex_steps.training.joint import (
-    JointHeads,
+    build_joint,
     exit_cost_fractions,
     fit_joint,
     joint_outputs,
     parse_joint_settings,
 )
+from calex_steps.training.joint_search import apply_search
 from calex_steps.training.scratch import drop_scratch
 
 
@@ -67,47 +70,42 @@ def run_train_joint(
     log: logging.Logger | None = None,
     *,
     recipe: str,
+    search: dict | None = None,
 ) -> dict:
     """Train every branch of joint ``recipe`` and write ``branch{l}.pt``/``.npz`` for each.
 
     ``out_heads``/``out_outputs`` hold one path per attach point of the cache,
     in order. Returns ``agreement`` (split -> per-branch fraction of predictions
     equal to y*), ``head_macs`` (per branch), ``loss_weights`` (BoostNet's g_l,
-    else None) and ``features_id``.
+    else None) and ``features_id``. A recipe with ``search`` lists trains the values
+    its ``search`` record (search.json of ``search_baseline``) chose.
     """
     log = log or logging.getLogger("calex")
+    settings = apply_search(settings, search)
     cfg = parse_joint_settings(settings)
     device = resolve_device(device)
     features_id = cache_id(features_path)
-    costs = exit_cost_fractions(features_meta(features_path), features_path)
-    if not len(out_heads) == len(out_outputs) == len(costs):
+    meta = features_meta(features_path)
+    num_points = len(exit_cost_fractions(meta, features_path))
+    if not len(out_heads) == len(out_outputs) == num_points:
         raise CalexError(
-            f"'{features_path}' has {len(costs)} attach points but got {len(out_heads)} head "
+            f"'{features_path}' has {num_points} attach points but got {len(out_heads)} head "
             f"and {len(out_outputs)} output paths; pass one of each per branch"
         )
-    data, infos = load_splits(features_path, len(costs))
+    data, infos = load_splits(features_path, num_points)
     num_classes = int(data["train"]["teacher"].shape[1])
-    configs = [
-        {
-            "d": i["d"],
-            "num_classes": num_classes,
-            "prototypes": cfg.prototypes,
-            "kind": cfg.head,
-            "cascade_input_dim": 0,
-        }
-        for i in infos
-    ]
+    model, costs, configs, _ = build_joint(infos, num_classes, cfg, seed, meta, features_path)
     fingerprint = {
         "recipe": recipe,
         "seed": seed,
         "features_id": features_id,
         "settings": dataclasses.asdict(cfg),
         "head_configs": configs,
-        "costs": costs,
+        "costs": dataclasses.asdict(costs),
     }
-    model = JointHeads(configs, seed, loss_weights=cfg.target == "boostnet").to(device)
+    model = model.to(device)
     if cfg.target == "pteenet":
-        log.info("pteenet: exit cost fractions %s; conf_epochs is not used", costs)
+        log.info("pteenet: exit costs %s, end %.4f (heads counted)", costs.exits, costs.final)
     fit_joint(model, data["train"], cfg, costs, seed, fingerprint, out_heads[0], log)
 
     r = cfg.boost_r if cfg.target == "boostnet" else None
@@ -119,6 +117,8 @@ def run_train_joint(
         meta = branch_meta(recipe, seed, b, features_id, macs[-1], settings)
         if weights is not None:
             meta["loss_weights"] = weights
+        if search is not None:
+            meta["search_chosen"] = search["chosen"]
         save_head(out_heads[b - 1], head, meta)
         write_branch_outputs(out_outputs[b - 1], {sp: outputs[sp][b - 1] for sp in SPLITS}, meta)
     drop_scratch(out_heads[0])
@@ -145,6 +145,7 @@ def build_parser():
     p.add_argument("--settings", required=True, help="JSON of the resolved recipe settings")
     p.add_argument("--seed", type=int, required=True)
     add_runtime_args(p)
+    p.add_argument("--search", nargs="*", default=[], help="search.json (recipes with search)")
     p.add_argument("--out-heads", nargs="+", required=True, help="branch{l}.pt, in order")
     p.add_argument("--out-outputs", nargs="+", required=True, help="branch{l}.npz, in order")
     return p
@@ -154,8 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: 0 on success, 1 on a CalexError (printed as one line)."""
 
     def run(a) -> None:
+        search = json.loads(Path(a.search[0]).read_text()) if a.search else None
         run_train_joint(a.features, parse_json_arg(a.settings), a.seed, a.device, a.out_heads,
-                        a.out_outputs, recipe=a.recipe)  # fmt: skip
+                        a.out_outputs, recipe=a.recipe, search=search)  # fmt: skip
 
     return stage_main(build_parser, run, argv)
 

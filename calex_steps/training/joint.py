@@ -1,21 +1,24 @@
 """Training all L branch heads of a joint recipe in one optimisation (SPEC section 8).
 
 Targets:
-  - ``pteenet``: the cumulative loss of :func:`calex_steps.training.joint_losses.pteenet_loss`
-    trains prototypes, cls and conf layers of every branch together for
-    ``cls_epochs``. There is no separate confidence stage, so ``conf_epochs``
-    is not used (the confidence is the exit gate h_l the loss itself learns; a
-    second correctness-BCE pass would replace PTEEnet's gate by the one every
-    other recipe uses).
+  - ``pteenet``: two stages, as the published training does. First the exit
+    classifiers (prototypes and cls layers) of every branch warm up for
+    ``cls_epochs`` on the mean of their cross-entropies to y*
+    (:func:`calex_steps.training.joint_losses.warmup_loss`); then every head
+    parameter, gates included, trains for ``conf_epochs`` on the cost-aware
+    cumulative loss of :func:`calex_steps.training.joint_losses.pteenet_loss`.
+    Without the warm-up the gates close before the classifiers can predict
+    anything and the cumulative loss starves them (docs/baselines.md).
   - ``boostnet``: the additive loss of :func:`calex_steps.training.joint_losses.boostnet_loss`
     trains prototypes and cls layers plus the L learnable loss weights for
     ``cls_epochs``; then, per branch, the conf layer alone learns for
     ``conf_epochs`` whether the additive prediction F_l is right, on a
     representation computed once. The outputs' logits and predictions are F_l's.
 
-The cost fraction c_l of PTEEnet's exit l is the backbone's cumulative MACs
-through attach point l over its total (``stage_macs`` of the feature cache);
-head MACs are left out, so C_{L+1} = 1 is the backbone alone, as in SPEC.
+PTEEnet's cost fraction of exit l counts what the sweep's FR counts: the
+backbone's cumulative MACs through attach point l plus the MACs of heads 1..l,
+over the backbone's total; a sample that no branch releases costs
+C_{L+1} = 1 + (all heads' MACs) / total (``pteenet_exit_costs``).
 
 The outputs are exactly those of sequential recipes: ``branch{l}.pt`` and
 ``branch{l}.npz`` per branch. Every epoch reseeds from (seed, stage, epoch) and
@@ -34,12 +37,13 @@ import torch
 from torch import nn
 
 from calex_steps.errors import CalexError
-from calex_steps.models.heads import PrototypeHead
+from calex_steps.models.heads import PrototypeHead, head_macs
 from calex_steps.training.joint_losses import (
     boost_chain,
     boost_loss_weights,
     boostnet_loss,
     pteenet_loss,
+    warmup_loss,
 )
 from calex_steps.training.loops import EpochPlan, representations, run_stage
 from calex_steps.training.losses import confidence_bce
@@ -60,10 +64,19 @@ class JointSettings(HeadSchedule):
     boost_r: float | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class ExitCostFractions:
+    """PTEEnet's cost chain: c_l of exits 1..L and C_{L+1} of the backbone's end."""
+
+    exits: list[float]
+    final: float = 1.0
+
+
 def parse_joint_settings(settings: dict) -> JointSettings:
     """Check a resolved joint recipe and keep what training needs.
 
-    ``calibration`` and ``exit_signal`` are ignored; ``schedule`` must be
+    ``calibration``, ``exit_signal`` and ``search`` (resolved before training by
+    :func:`calex_steps.training.joint_search.apply_search`) are ignored; ``schedule`` must be
     ``joint``, ``weighting`` ``uniform`` and ``cascade_input`` false when
     present. ``pteenet_lambda`` is required for target pteenet, ``boost_r`` for
     boostnet (each dropped for the other target). Any other key is an error.
@@ -72,7 +85,7 @@ def parse_joint_settings(settings: dict) -> JointSettings:
     for key, value in fixed.items():
         if settings.get(key, value) != value:
             raise CalexError(f"joint training needs '{key}: {value}', got {settings[key]!r}")
-    ignored = ("calibration", "exit_signal", *fixed)
+    ignored = ("calibration", "exit_signal", "search", *fixed)
     kept = keep_fields(settings, JointSettings, "joint-training", lambda key: key in ignored)
     if kept["target"] not in JOINT_TARGETS:
         raise CalexError(f"target '{kept['target']}' is not a joint target {list(JOINT_TARGETS)}")
@@ -97,6 +110,18 @@ def exit_cost_fractions(meta: dict, path) -> list[float]:
     return [float(macs[p]) / float(macs["total"]) for p in points]
 
 
+def pteenet_exit_costs(meta: dict, path, head_macs: list[int]) -> ExitCostFractions:
+    """The cost chain with the heads counted, as the sweep's FR counts them (SPEC section 9):
+    c_l = (stage_macs[attach_l] + Σ_{j<=l} head_j) / total, C_{L+1} = 1 + Σ_j head_j / total."""
+    backbone = exit_cost_fractions(meta, path)
+    if len(head_macs) != len(backbone):
+        raise CalexError(f"got {len(head_macs)} head costs for {len(backbone)} attach points")
+    total = float(meta["stage_macs"]["total"])
+    heads = np.cumsum(np.asarray(head_macs, dtype=np.float64)) / total
+    exits = [float(c + h) for c, h in zip(backbone, heads, strict=True)]
+    return ExitCostFractions(exits=exits, final=1.0 + float(heads[-1]))
+
+
 class JointHeads(nn.Module):
     """L prototype heads and, for BoostNet, the raw loss weights g̃ (L,), initialised to 0."""
 
@@ -114,11 +139,13 @@ class JointHeads(nn.Module):
         outs = [head(x) for head, x in zip(self.heads, xs, strict=True)]
         return [o[0] for o in outs], [o[1] for o in outs]
 
-    def joint_parameters(self, target: str) -> list[nn.Parameter]:
-        """What the joint stage trains: everything (pteenet), or all but conf layers + g̃."""
+    def joint_parameters(self, target: str, stage: str = "joint") -> list[nn.Parameter]:
+        """What a stage trains: PTEEnet's warm-up (``joint``) the classifiers, its ``gate``
+        stage everything; BoostNet's joint stage all but the conf layers, plus g̃."""
+        classifiers = [p for h in self.heads for p in h.classification_parameters()]
         if target == "pteenet":
-            return [p for head in self.heads for p in head.parameters()]
-        return [p for h in self.heads for p in h.classification_parameters()] + [self.raw_weights]
+            return classifiers if stage == "joint" else list(self.heads.parameters())
+        return classifiers + [self.raw_weights]
 
     def loss_weights(self) -> list[float] | None:
         """The normalised g_l as floats (None without learnable weights)."""
@@ -127,14 +154,36 @@ class JointHeads(nn.Module):
         return [float(g) for g in boost_loss_weights(self.raw_weights.detach())]
 
 
-def joint_batch_loss(model: JointHeads, cfg: JointSettings, costs: list[float]) -> Callable:
-    """``loss(xs, teacher) -> (per-sample loss N, per-branch agreement L×N)`` for the target."""
+def build_joint(
+    infos: list[dict], num_classes: int, cfg: JointSettings, seed: int, meta: dict, path
+) -> tuple[JointHeads, ExitCostFractions, list[dict], list[int]]:
+    """The untrained heads of a joint recipe (on the CPU), PTEEnet's cost chain, the head
+    configs and each head's MACs; ``infos`` = per branch the cache reader's ``d``, ``h``, ``w``."""
+    configs = [
+        {"d": i["d"], "num_classes": num_classes, "prototypes": cfg.prototypes,
+         "kind": cfg.head, "cascade_input_dim": 0}
+        for i in infos
+    ]  # fmt: skip
+    model = JointHeads(configs, seed, loss_weights=cfg.target == "boostnet")
+    macs = [head_macs(h, i["d"], i["h"], i["w"]) for h, i in zip(model.heads, infos, strict=True)]
+    return model, pteenet_exit_costs(meta, path, macs), configs, macs
+
+
+def joint_batch_loss(
+    model: JointHeads, cfg: JointSettings, costs: ExitCostFractions, stage: str = "joint"
+) -> Callable:
+    """``loss(xs, teacher) -> (per-sample loss N, per-branch agreement L×N)`` for the
+    target and stage (PTEEnet: ``joint`` = the classifier warm-up, ``gate`` = its loss)."""
 
     def loss(xs: list[torch.Tensor], teacher: torch.Tensor):
         cls, conf = model(xs)
         y = teacher.argmax(dim=1)
-        if cfg.target == "pteenet":
-            per_sample = pteenet_loss(cls, conf, teacher, costs, cfg.pteenet_lambda, "none")
+        if cfg.target == "pteenet" and stage == "joint":
+            per_sample, preds = warmup_loss(cls, teacher), cls
+        elif cfg.target == "pteenet":
+            per_sample = pteenet_loss(
+                cls, conf, teacher, costs.exits, cfg.pteenet_lambda, "none", costs.final
+            )
             preds = cls
         else:
             per_sample = boostnet_loss(cls, teacher, cfg.boost_r, model.raw_weights, "none")
@@ -153,15 +202,18 @@ def run_joint_stage(
     start_epoch: int,
     save: Callable[[int], None],
     log: logging.Logger,
-    costs: list[float],
+    costs: ExitCostFractions,
+    stage: str = "joint",
 ) -> None:
-    """Epochs ``start_epoch..cls_epochs-1`` of the joint stage, on the shared epoch loop.
+    """Epochs ``start_epoch..`` of the joint stage (``cls_epochs``) or of PTEEnet's gate
+    stage (``conf_epochs``), on the shared epoch loop.
 
-    The seed tag is ``JOINT_TAG`` in place of a branch number. Each log line
-    gives the mean loss, each branch's agreement with y* (of F_l for BoostNet)
-    and, for BoostNet, the current normalised loss weights.
+    The seed tag is ``JOINT_TAG`` in place of a branch number (the gate stage
+    draws as a ``conf`` stage). Each log line gives the mean loss, each
+    branch's agreement with y* (of F_l for BoostNet) and, for BoostNet, the
+    current normalised loss weights.
     """
-    batch_loss = joint_batch_loss(model, cfg, costs)
+    batch_loss = joint_batch_loss(model, cfg, costs, stage)
     device = next(model.parameters()).device
 
     def loss_of(idx: torch.Tensor):
@@ -175,8 +227,9 @@ def run_joint_stage(
 
     plan = EpochPlan(n=len(train["y"]), batch_size=cfg.batch_size, seed=seed, branch=JOINT_TAG)
     model.train()
-    run_stage("cls", cfg.cls_epochs, start_epoch, loss_of, optimizer, cfg.lr, plan, save, log,
-              describe, label="joint stage")  # fmt: skip
+    name, epochs = ("cls", cfg.cls_epochs) if stage == "joint" else ("conf", cfg.conf_epochs)
+    run_stage(name, epochs, start_epoch, loss_of, optimizer, cfg.lr, plan, save, log,
+              describe, label=f"{stage} stage")  # fmt: skip
 
 
 def _frozen(model: JointHeads, split: dict, r: float | None, batch_size: int):
@@ -225,7 +278,8 @@ def train_confidences(
 
 
 def fit_joint(model, train, cfg, costs, seed, fingerprint, scratch_at, log) -> None:
-    """The joint stage, then (BoostNet) the confidence stages, resuming from a scratch file."""
+    """The joint stage, then PTEEnet's gate stage or BoostNet's confidence stages,
+    resuming from a scratch file (``costs``: an ``ExitCostFractions``)."""
     state = load_scratch(scratch_at, fingerprint)
     if state is not None:
         model.load_state_dict(state["model"])
@@ -244,17 +298,26 @@ def fit_joint(model, train, cfg, costs, seed, fingerprint, scratch_at, log) -> N
 
         return save
 
-    in_joint = state is None or state["stage"] == "joint"
-    joint_start = 0 if state is None else state["epoch"] if in_joint else cfg.cls_epochs
-    opt = torch.optim.Adam(
-        model.joint_parameters(cfg.target), lr=cfg.lr, weight_decay=cfg.weight_decay
-    )
-    if state is not None and in_joint:
+    def optimizer(stage: str) -> tuple[torch.optim.Optimizer, int]:
+        """A fresh Adam for ``stage``, or the saved one when the scratch file is inside it."""
+        params = model.joint_parameters(cfg.target, stage)
+        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if state is None or state["stage"] != stage:
+            return opt, 0
         opt.load_state_dict(state["optimizer"])
-    run_joint_stage(model, train, cfg, seed, opt, joint_start, saver("joint", 0, opt), log, costs)
-    if cfg.target == "boostnet":
+        return opt, state["epoch"]
+
+    at = "joint" if state is None else state["stage"]
+    if at == "joint":
+        opt, start = optimizer("joint")
+        run_joint_stage(model, train, cfg, seed, opt, start, saver("joint", 0, opt), log, costs)
+    if cfg.target == "pteenet":
+        opt, start = optimizer("gate")
+        save = saver("gate", 0, opt)
+        run_joint_stage(model, train, cfg, seed, opt, start, save, log, costs, "gate")
+    else:
         resume = (1, 0, None)
-        if not in_joint:
+        if at != "joint":
             resume = (state["branch"], state["epoch"], state["optimizer"])
         train_confidences(model, train, cfg, seed, resume, saver, log)
 

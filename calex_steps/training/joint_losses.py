@@ -28,14 +28,16 @@ def pteenet_chain(
     probs: Sequence[torch.Tensor],
     backbone_probs: torch.Tensor,
     costs: Sequence[float],
+    final_cost: float = 1.0,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """The cumulative prediction and cost of every exit, built from the end.
 
     Args:
         h: L tensors (N,): exit probability of branch l (its confidence R at Ĉ).
         probs: L tensors (N, C): softmax of branch l.
-        backbone_probs: (N, C) backbone softmax, Ŷ_{L+1}; C_{L+1} = 1.
+        backbone_probs: (N, C) backbone softmax, Ŷ_{L+1}.
         costs: L numbers c_l, the cumulative cost fraction of exit l.
+        final_cost: C_{L+1}, the cost fraction of a sample no branch releases.
 
     Returns:
         (Ŷ, C): lists over l = 1..L of (N, C) and (N,) tensors with
@@ -46,7 +48,7 @@ def pteenet_chain(
             f"need one h, prob and cost per branch; got {len(h)}, {len(probs)}, {len(costs)}"
         )
     y_next = backbone_probs  # N×C
-    c_next = torch.ones_like(h[0])  # N
+    c_next = torch.full_like(h[0], float(final_cost))  # N
     ys, cs = [], []
     for h_l, p_l, c_l in zip(reversed(h), reversed(probs), reversed(costs), strict=True):
         y_next = h_l[:, None] * p_l + (1.0 - h_l[:, None]) * y_next
@@ -63,6 +65,7 @@ def pteenet_loss(
     costs: Sequence[float],
     lam: float,
     reduction: str = "mean",
+    final_cost: float = 1.0,
 ) -> torch.Tensor:
     """mean over l of [−log Ŷ_l[y*] + λ·C_l] (SPEC section 8, PTEEnet).
 
@@ -72,17 +75,31 @@ def pteenet_loss(
         costs: L cumulative cost fractions c_l.
         lam: λ, the weight of the expected cost.
         reduction: ``mean`` or ``none``.
+        final_cost: C_{L+1} (1 = the backbone alone; more when the heads' MACs count).
     """
     teacher = backbone_logits.detach()
     y_star = teacher.argmax(dim=1, keepdim=True)  # N×1
     h = [exit_confidence(z, c) for z, c in zip(conf_logits, cls_logits, strict=True)]
     probs = [F.softmax(c, dim=1) for c in cls_logits]
-    ys, cs = pteenet_chain(h, probs, F.softmax(teacher, dim=1), costs)
+    ys, cs = pteenet_chain(h, probs, F.softmax(teacher, dim=1), costs, final_cost)
     terms = [
         -torch.log(y_l.gather(1, y_star).squeeze(1).clamp_min(LOG_CLAMP)) + lam * c_l
         for y_l, c_l in zip(ys, cs, strict=True)
     ]
     return _reduce(torch.stack(terms).mean(dim=0), reduction)
+
+
+def warmup_loss(cls_logits: Sequence[torch.Tensor], backbone_logits: torch.Tensor) -> torch.Tensor:
+    """mean over l of CE(z_l, y*), per sample (N,): PTEEnet's classifier warm-up.
+
+    The gates h_l multiply each branch's softmax in the cumulative loss, so a
+    branch whose gate closes early gets almost no gradient; the published
+    training therefore fits the exit classifiers alone before the cost-aware
+    loss switches on.
+    """
+    y_star = backbone_logits.detach().argmax(dim=1)  # N
+    per_branch = [F.cross_entropy(z, y_star, reduction="none") for z in cls_logits]
+    return torch.stack(per_branch).mean(dim=0)
 
 
 def boost_chain(f: Sequence[torch.Tensor], r: float, detach: bool = True) -> list[torch.Tensor]:

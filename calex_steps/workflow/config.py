@@ -31,6 +31,7 @@ RECIPE_ONLY_KEYS = (
     "temperature_scaling",
     "pteenet_lambda",
     "boost_r",
+    "search",
 )
 """Recipe keys with no counterpart under ``training``."""
 
@@ -145,6 +146,15 @@ def _check_branch_source(name: str, recipe: dict, recipes: dict) -> None:
         )
 
 
+def _check_search(name: str, recipe: dict) -> None:
+    """Only a joint recipe (PTEEnet, BoostNet) searches its settings (search_baseline)."""
+    if "search" in recipe and recipe.get("schedule") != "joint":
+        raise CalexError(
+            f"recipes.{name}.search needs 'schedule: joint' (the PTEEnet and BoostNet "
+            "targets); remove it from this recipe"
+        )
+
+
 def _check_exit_rule(name: str, recipe: dict, recipes: dict) -> None:
     """The sweep keys of one recipe (as written, before defaults) fit together."""
     signal = recipe.get("exit_signal", "branch")
@@ -243,6 +253,7 @@ def validate_config(config: dict) -> dict:
     for name, recipe in config["recipes"].items():
         _check_branch_source(name, recipe, config["recipes"])
         _check_exit_rule(name, recipe, config["recipes"])
+        _check_search(name, recipe)
     _fill_defaults(config, schema)
     _check_references(config)
     for recipe in config["recipes"].values():
@@ -283,6 +294,17 @@ def resolve_recipe(config: dict, name: str) -> dict:
 def branch_recipe(config: dict, name: str) -> str:
     """The recipe whose branch files recipe ``name`` sweeps (itself, or its branches_from)."""
     return config["recipes"][name].get("branches_from") or name
+
+
+def own_branch_recipes(config: dict, signals: tuple[str, ...]) -> list[str]:
+    """Study recipes that train their own branches and exit on one of ``signals``: what
+    the deployable cascade runs (``("branch",)``) and what the calibration figure reads."""
+    recipes = config["recipes"]
+    return [
+        r
+        for r in config["study"]["recipes"]
+        if recipes[r]["exit_signal"] in signals and not recipes[r].get("branches_from")
+    ]
 
 
 def head_kind(config: dict, name: str) -> str:

@@ -1,0 +1,152 @@
+"""The per-baseline hyper-parameter search of the joint recipes (docs/baselines.md).
+
+A joint recipe may carry ``search: {key: [values], ...}`` (PTEEnet:
+``pteenet_lambda`` and ``lr``; BoostNet: ``boost_r`` and ``lr``). Every point of
+the grid trains the recipe in full on the train split; each is scored on the
+calibration split alone (``cascade.selection.calibration_score``: thresholds on
+one half, cascade on the other, mean loss over FR 0 to 0.8), and the lowest
+score wins (ties: the earlier grid point). The test split is never opened.
+``apply_search`` then hands the chosen values to ``train_joint``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import os
+
+import numpy as np
+import torch
+
+from calex_steps.cascade.selection import calibration_score
+from calex_steps.cascade.simulate import cascade_cost
+from calex_steps.cascade.sweep import ExitCosts
+from calex_steps.data.feature_cache import cache_id, features_meta, load_branch_inputs
+from calex_steps.errors import CalexError
+from calex_steps.training.joint import (
+    build_joint,
+    exit_cost_fractions,
+    fit_joint,
+    joint_outputs,
+    parse_joint_settings,
+)
+
+SEARCHABLE = {"pteenet": ("pteenet_lambda", "lr"), "boostnet": ("boost_r", "lr")}
+"""The keys a joint target's search may vary: the ones that decide its frontier."""
+
+SEARCH_SPLITS = ("train", "val")
+"""The only parts of the feature cache the search reads."""
+
+
+def search_grid(settings: dict) -> list[dict]:
+    """Every grid point of ``settings['search']`` as full settings (without ``search``),
+    in the order the lists give (first key slowest)."""
+    search = settings.get("search")
+    if not search:
+        raise CalexError("the recipe has no 'search' lists; add search: {key: [values]}")
+    allowed = SEARCHABLE.get(settings.get("target"), ())
+    bad = sorted(set(search) - set(allowed))
+    if bad:
+        raise CalexError(
+            f"search key(s) {bad} cannot vary for target {settings.get('target')}; "
+            f"use {list(allowed)}"
+        )
+    for key, values in search.items():
+        if not values or any(not isinstance(v, (int, float)) or v < 0 for v in values):
+            raise CalexError(f"search.{key} must be a non-empty list of numbers >= 0")
+    base = {k: v for k, v in settings.items() if k != "search"}
+    keys = list(search)
+    points = itertools.product(*search.values())
+    return [base | dict(zip(keys, point, strict=True)) for point in points]
+
+
+def apply_search(settings: dict, record: dict | None) -> dict:
+    """The settings ``train_joint`` trains: without ``search``, as they are; with it, the
+    grid point ``record`` (a search.json) chose, after checking the record is this grid's."""
+    if "search" not in settings:
+        if record is not None:
+            raise CalexError("got a search result for a recipe without 'search'; drop --search")
+        return settings
+    if record is None:
+        raise CalexError("the recipe has 'search' lists; pass its search.json (--search)")
+    if record.get("search") != settings["search"]:
+        raise CalexError(
+            f"the search result was made for grid {record.get('search')}, not "
+            f"{settings['search']}; rerun search_baseline"
+        )
+    chosen = {k: record["chosen"][k] for k in settings["search"]}
+    return {k: v for k, v in settings.items() if k != "search"} | chosen
+
+
+def _load(features_path, num_branches: int) -> tuple[dict, dict, list[dict]]:
+    """train (``xs``, ``teacher``, ``y``), val (``xs``, ``labels``, ``backbone_pred``) and
+    per branch the reader's ``d``/``h``/``w``; only ``SEARCH_SPLITS`` are read."""
+    per_branch = [
+        load_branch_inputs(features_path, b, SEARCH_SPLITS) for b in range(1, num_branches + 1)
+    ]
+    teacher = torch.from_numpy(per_branch[0]["train"]["logits"])
+    train = {"xs": [torch.from_numpy(p["train"]["x"]) for p in per_branch], "teacher": teacher}
+    train["y"] = teacher.argmax(dim=1)
+    first = per_branch[0]["val"]
+    val = {
+        "xs": [torch.from_numpy(p["val"]["x"]) for p in per_branch],
+        "labels": first["labels"],
+        "backbone_pred": first["logits"].argmax(axis=1).astype(np.int64),
+        "num_classes": int(first["logits"].shape[1]),
+    }
+    if val["labels"].size and val["labels"].min() < 0:
+        val["labels"] = None  # unknown calibration labels
+    return train, val, [p["train"] for p in per_branch]
+
+
+def run_search(
+    features_path: str | os.PathLike,
+    settings: dict,
+    seed: int,
+    device: torch.device,
+    scratch_at: str | os.PathLike,
+    log: logging.Logger,
+) -> dict:
+    """Train and score every grid point; return the search record (search.json).
+
+    The record holds ``search`` (the grid as configured), ``chosen`` (the winning
+    values), ``candidates`` (per grid point: its values and its calibration
+    scores), ``seed``, ``features_id``, ``criterion`` and ``splits_read``.
+    """
+    grid = search_grid(settings)
+    meta = features_meta(features_path)
+    num_points = len(exit_cost_fractions(meta, features_path))
+    train, val, infos = _load(features_path, num_points)
+    stage_cum = [int(meta["stage_macs"][a]) for a in meta["attach_points"]]
+    total = int(meta["stage_macs"]["total"])
+    candidates = []
+    for point in grid:
+        cfg = parse_joint_settings(point)
+        values = {k: point[k] for k in settings["search"]}
+        model, costs, configs, macs = build_joint(
+            infos, val["num_classes"], cfg, seed, meta, features_path
+        )
+        fingerprint = {"search": values, "seed": seed, "settings": dataclasses.asdict(cfg)}
+        fingerprint |= {"features_id": cache_id(features_path), "head_configs": configs}
+        model = model.to(device)
+        fit_joint(model, train, cfg, costs, seed, fingerprint, scratch_at, log)
+        r = cfg.boost_r if cfg.target == "boostnet" else None
+        outs = joint_outputs(model, val, r, cfg.batch_size)
+        split = val | {"confs": [o["conf"] for o in outs], "preds": [o["pred"] for o in outs]}
+        exit_costs = ExitCosts(macs=cascade_cost(stage_cum, macs, total), total_macs=total)
+        score = calibration_score(split, exit_costs, seed)
+        log.info("search %s: calibration score %s", values, score)
+        candidates.append({"values": values, **score})
+    best = min(range(len(candidates)), key=lambda i: (candidates[i]["loss_area"], i))
+    log.info("search chose %s", candidates[best]["values"])
+    return {
+        "search": settings["search"],
+        "chosen": candidates[best]["values"],
+        "candidates": candidates,
+        "seed": seed,
+        "features_id": cache_id(features_path),
+        "criterion": "lowest mean accuracy loss over FR 0-0.8 on half the calibration split, "
+        "CPM thresholds set on the other half",
+        "splits_read": list(SEARCH_SPLITS),
+    }

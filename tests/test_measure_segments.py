@@ -1,0 +1,47 @@
+"""measure_segments on a real tiny run: segments.json as the sweep reads it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from calex_steps.cascade.simulate import segment_times
+from calex_steps.errors import CalexError
+from calex_steps.stages.measure_segments import HEAD_KINDS, run_measure_segments
+
+SETTINGS = {"batch_sizes": [16, 1], "warmup": 2, "timed": 16, "prototypes": 8}
+
+
+def test_segments_json_is_what_the_sweep_reads(tiny_cascade_run, tmp_path):
+    root = tiny_cascade_run["root"]
+    out = tmp_path / "latency" / "segments.json"
+    run_measure_segments(tiny_cascade_run["prepared"], root / "backbone.pt", root / "probe.pt",
+                         root / "features.h5", SETTINGS, "cpu", out)  # fmt: skip
+    data = json.loads(out.read_text())
+    assert data["device"] == "cpu" and data["threads"] >= 1 and data["torch"]
+    attach = ["layer1", "layer2", "layer3"]
+    assert data["attach_points"] == attach and sorted(data["per_batch"]) == ["1", "16"]
+    for batch in (1, 16):
+        entry = data["per_batch"][str(batch)]
+        assert sorted(entry["heads_ms"]) == sorted(HEAD_KINDS)
+        parts = [*entry["segments_ms"], entry["tail_ms"], entry["backbone_ms"]]
+        assert all(t > 0 for t in parts)
+        for kind in HEAD_KINDS:
+            times, backbone = segment_times(data, attach, batch, kind)
+            assert backbone == entry["backbone_ms"]
+            assert np.all(np.diff(times) > 0)  # a later exit pays every earlier part
+            seg, heads = entry["segments_ms"], entry["heads_ms"][kind]
+            np.testing.assert_allclose(times[0], seg[0] + heads[0])
+            np.testing.assert_allclose(times[-1], sum(seg) + entry["tail_ms"] + sum(heads))
+
+
+def test_bad_settings_are_one_clear_error(tiny_cascade_run, tmp_path):
+    root = tiny_cascade_run["root"]
+    with pytest.raises(CalexError, match="lacks \\['prototypes'\\]"):
+        settings = {"batch_sizes": [1], "warmup": 1, "timed": 1}
+        out = tmp_path / "s.json"
+        run_measure_segments(tiny_cascade_run["prepared"], root / "backbone.pt", None,
+                             root / "features.h5", settings, "cpu", out)  # fmt: skip
+    assert not (tmp_path / "s.json").exists()
