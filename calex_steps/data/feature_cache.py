@@ -166,6 +166,14 @@ def check_provenance(features_path: str | os.PathLike, backbone_path: str | os.P
         )
 
 
+def argmax_rows(ds: h5py.Dataset, block: int = 65536) -> np.ndarray:
+    """Row-wise argmax (int64 N) of an N×C logits dataset, read one block of rows at a time."""
+    out = np.empty(len(ds), dtype=np.int64)
+    for start in range(0, len(ds), block):
+        out[start : start + block] = ds[start : start + block].argmax(axis=1)
+    return out
+
+
 def _attr_text(attrs, key: str, path: Path) -> str:
     """A string root attribute of an HDF5 file, decoded; CalexError if absent."""
     if key not in attrs:
@@ -195,7 +203,7 @@ def read_sweep_inputs(path: Path) -> tuple[dict, dict]:
         for name in ("val", "test"):
             if name not in f or "logits" not in f[name]:
                 raise CalexError(f"{path} lacks {name}/logits; rerun cache_features")
-            logits = f[name]["logits"][...]  # (N, C)
+            logits = f[name]["logits"]  # (N, C), read in blocks
             labels = f[name]["labels"][...].astype(np.int64) if "labels" in f[name] else None
             if labels is not None and labels.size and labels.min() < 0:
                 labels = None  # unknown labels, e.g. an unlabelled calibration set
@@ -203,7 +211,7 @@ def read_sweep_inputs(path: Path) -> tuple[dict, dict]:
                 raise CalexError(f"{path} lacks test/labels; the test split needs its labels")
             splits[name] = {
                 "labels": labels,
-                "backbone_pred": logits.argmax(axis=1).astype(np.int64),
+                "backbone_pred": argmax_rows(logits),
             }
         info["num_classes"] = int(logits.shape[1])
     return splits, info
@@ -222,9 +230,9 @@ def read_train_targets(path: str | os.PathLike) -> tuple[np.ndarray, str]:
         if "features_id" not in f.attrs or "train" not in f or "logits" not in f["train"]:
             raise CalexError(f"'{path}' lacks features_id or train/logits; rerun cache_features")
         fid = f.attrs["features_id"]
-        logits = f["train"]["logits"][...]
+        y_star = argmax_rows(f["train"]["logits"])
     fid = fid.decode() if isinstance(fid, bytes) else str(fid)
-    return logits.argmax(axis=1).astype(np.int64), fid
+    return y_star, fid
 
 
 def feature_kinds(features: str | os.PathLike, num_branches: int) -> list[str]:

@@ -12,6 +12,7 @@ per branch.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -27,7 +28,7 @@ from calex_steps.cli import (
     stage_parser,
 )
 from calex_steps.data.branch_files import branch_meta, write_branch_outputs
-from calex_steps.data.feature_cache import SPLITS, cache_id, features_meta, load_branch_inputs
+from calex_steps.data.feature_cache import SPLITS, BranchInputs, cache_id, features_meta
 from calex_steps.errors import CalexError
 from calex_steps.models.checkpoints import save_head
 from calex_steps.models.heads import head_macs
@@ -38,21 +39,34 @@ from calex_steps.training.joint import (
     joint_outputs,
     parse_joint_settings,
 )
+from calex_steps.training.loops import TensorRows
 from calex_steps.training.scratch import drop_scratch
 
+DEFAULT_MEMORY_MB = 2048.0  # the train splits' float32 features up to this size stay in RAM
 
-def load_splits(features_path, num_branches: int) -> tuple[dict[str, dict], list[dict]]:
-    """All L attach points of the cache in RAM.
+
+def load_splits(
+    features_path, num_branches: int, stack: contextlib.ExitStack, memory_mb: float
+) -> tuple[dict[str, dict], list[dict]]:
+    """All L attach points of the cache, open for reading in batches until ``stack`` closes.
+
+    Each attach point's train split is held in RAM when its float32 size is at most
+    ``memory_mb / L``; everything else is read from the file one batch at a time.
 
     Returns:
-        per split: ``xs`` (L CPU tensors), backbone ``teacher`` logits (N×C), y* (N);
-        and per branch the train split's reader dict (``d``, ``h``, ``w``, ...).
+        per split: ``xs`` (L row sources: ``x[idx]`` is a float32 CPU tensor), backbone
+        ``teacher`` logits (N×C), y* (N); and per branch the train split's reader dict
+        (``d``, ``h``, ``w``, ...).
     """
-    per_branch = [load_branch_inputs(features_path, b, SPLITS) for b in range(1, num_branches + 1)]
+    share = memory_mb / max(num_branches, 1)
+    per_branch = [
+        stack.enter_context(BranchInputs(features_path, b, SPLITS, share)).splits
+        for b in range(1, num_branches + 1)
+    ]
     out = {}
     for sp in SPLITS:
         teacher = torch.from_numpy(per_branch[0][sp]["logits"])
-        xs = [torch.from_numpy(inputs[sp]["x"]) for inputs in per_branch]
+        xs = [TensorRows(inputs[sp]["x"]) for inputs in per_branch]
         out[sp] = {"xs": xs, "teacher": teacher, "y": teacher.argmax(dim=1)}
     return out, [inputs["train"] for inputs in per_branch]
 
@@ -67,8 +81,11 @@ def run_train_joint(
     log: logging.Logger | None = None,
     *,
     recipe: str,
+    memory_mb: float = DEFAULT_MEMORY_MB,
 ) -> dict:
     """Train every branch of joint ``recipe`` and write ``branch{l}.pt``/``.npz`` for each.
+
+    The cache is read in batches (see :func:`load_splits` for ``memory_mb``).
 
     ``out_heads``/``out_outputs`` hold one path per attach point of the cache,
     in order. Returns ``agreement`` (split -> per-branch fraction of predictions
@@ -85,7 +102,15 @@ def run_train_joint(
             f"'{features_path}' has {len(costs)} attach points but got {len(out_heads)} head "
             f"and {len(out_outputs)} output paths; pass one of each per branch"
         )
-    data, infos = load_splits(features_path, len(costs))
+    with contextlib.ExitStack() as stack:
+        data, infos = load_splits(features_path, len(costs), stack, memory_mb)
+        return _train_and_write(data, infos, cfg, costs, seed, device, out_heads, out_outputs,
+                                features_id, settings, recipe, log)  # fmt: skip
+
+
+def _train_and_write(data, infos, cfg, costs, seed, device, out_heads, out_outputs,
+                     features_id, settings, recipe, log) -> dict:  # fmt: skip
+    """Train the joint heads on the open cache and write every branch's files."""
     num_classes = int(data["train"]["teacher"].shape[1])
     configs = [
         {
@@ -147,6 +172,10 @@ def build_parser():
     add_runtime_args(p)
     p.add_argument("--out-heads", nargs="+", required=True, help="branch{l}.pt, in order")
     p.add_argument("--out-outputs", nargs="+", required=True, help="branch{l}.npz, in order")
+    p.add_argument(
+        "--memory-mb", type=float, default=DEFAULT_MEMORY_MB,
+        help="hold the train splits' features in RAM up to this float32 size; else read rows",
+    )  # fmt: skip
     return p
 
 
@@ -155,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def run(a) -> None:
         run_train_joint(a.features, parse_json_arg(a.settings), a.seed, a.device, a.out_heads,
-                        a.out_outputs, recipe=a.recipe)  # fmt: skip
+                        a.out_outputs, recipe=a.recipe, memory_mb=a.memory_mb)  # fmt: skip
 
     return stage_main(build_parser, run, argv)
 
