@@ -10,11 +10,19 @@ def probe_input(wildcards):
 
 
 def previous_branches(wildcards):
-    """Branch l waits for branches 1..l-1 only when its recipe reads their outputs."""
+    """Branch l waits for branches 1..l-1 only when its recipe reads their outputs; the
+    files of every seed, seed by seed in the order of the study's seeds."""
     recipe = CFG["recipes"][wildcards.recipe]
     if recipe["weighting"] != "survivor" and not recipe["cascade_input"]:
         return []
-    return per_branch(run_dir(wildcards), "branch", int(wildcards.branch) - 1)
+    w = wildcards
+    return [
+        f
+        for seed in STUDY["seeds"]
+        for f in per_branch(
+            run_path(w.dataset, w.backbone, w.recipe, seed), "branch", int(w.branch) - 1
+        )
+    ]
 
 
 def branch_run(wildcards, split=0):

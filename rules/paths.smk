@@ -24,6 +24,15 @@ def run_dir(w):
     return run_path(w.dataset, w.backbone, w.recipe, w.seed)
 
 
+def all_seeds(name):
+    """``name`` in the run folder of every study seed (wildcards dataset, backbone, recipe
+    kept): the files one job writes when it trains all seeds of a branch together."""
+    return [
+        f"{run_path('{dataset}', '{backbone}', '{recipe}', s)}/{name}"
+        for s in STUDY["seeds"]
+    ]
+
+
 def split_dir(run, split=0):
     """The sweep outputs of one calibration/test split of a run (split 0 = the prepared one)."""
     return f"{run}/split{split}"
