@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import h5py
@@ -111,12 +112,29 @@ def test_code_edit_reruns_that_step(tiny_run, tmp_path):
     assert "train_branch" not in jobs and "pretrain_backbone" not in jobs
 
 
-def test_new_seed_adds_only_its_jobs(tiny_run, tmp_path):
+def test_new_seed_retrains_its_branches_together(tiny_run, tmp_path):
+    # One train_branch job trains every seed of a branch: a new seed reruns calexnet's three
+    # branch jobs (each now writes both seeds' files), and so both seeds' sweeps.
     run = clone_run(tiny_run, tmp_path / "run")
     write_tiny(run, {"study.seeds": [0, 1]})
-    jobs = scheduled(snakemake(run, "-n").stdout)
-    assert jobs.get("train_branch") == 6 and jobs.get("sweep_margins") == 2
+    result = snakemake(run, "-n")
+    jobs = scheduled(result.stdout)
+    assert jobs.get("train_branch") == 3 and jobs.get("sweep_margins") == 4
+    assert "seed1/branch3.npz" in result.stdout and "--seed 0 1" in result.stdout
     assert "cache_features" not in jobs and "pretrain_backbone" not in jobs
+
+
+def test_backbone_is_protected(tiny_run, tmp_path):
+    """Snakemake leaves backbone.pt read-only, so an accidental full rerun is refused (for
+    any user but root, whom file modes do not stop)."""
+    run = clone_run(tiny_run, tmp_path / "run")
+    backbone = run / "results" / "synthetic" / "r18tiny" / "backbone.pt"
+    assert backbone.stat().st_mode & 0o222 == 0
+    if os.geteuid() == 0:
+        pytest.skip("root may write a read-only file: Snakemake's refusal needs another user")
+    result = snakemake(run, "-n", "--forceall")
+    assert result.returncode != 0
+    assert "protected" in (result.stdout + result.stderr).lower()
 
 
 def test_attach_point_edit_recaches_without_retraining_the_backbone(tiny_run, tmp_path):
