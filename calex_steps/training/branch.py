@@ -24,6 +24,7 @@ import torch
 from calex_steps.data.feature_cache import SPLITS
 from calex_steps.errors import CalexError
 from calex_steps.models.heads import PrototypeHead
+from calex_steps.training.adam import Adam
 from calex_steps.training.grouped import GroupedHeads
 from calex_steps.training.loops import EpochPlan, TensorRows, representations, run_group_stage
 from calex_steps.training.losses import classification_loss, confidence_bce
@@ -140,13 +141,13 @@ def fit_branches(heads, train, prevs, cfg, plans, fingerprint, out_head, log) ->
         done["cls"] = cfg.cls_epochs if state["stage"] == "conf" else done["cls"]
         log.info("resuming stage %s after epoch %d", state["stage"], state["epoch"])
 
-    def stage_optimizer(stage: str, params) -> torch.optim.Optimizer:
-        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    def stage_optimizer(stage: str, params) -> Adam:
+        opt = Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         if state is not None and state["stage"] == stage:
             opt.load_state_dict(state["optimizer"])
         return opt
 
-    def saver(stage: str, opt: torch.optim.Optimizer) -> Callable[[int], None]:
+    def saver(stage: str, opt: Adam) -> Callable[[int], None]:
         def save(epoch: int) -> None:
             model, optim = group.state_dict(), opt.state_dict()
             scratch = {"fingerprint": fingerprint, "stage": stage, "epoch": epoch}
