@@ -1,12 +1,16 @@
 """Stage `train_branch`: train one early-exit branch of a sequential recipe (SPEC sections 5, 6, 8).
 
     python -m calex_steps.stages.train_branch --features results/D/B/features.h5 \
-        --branch 2 --prev results/D/B/R/seed0/branch1.npz --backbone results/D/B/backbone.pt \
-        --recipe R --settings JSON --seed 0 --device auto --threads 1 \
-        --out-head results/D/B/R/seed0/branch2.pt --out-outputs results/D/B/R/seed0/branch2.npz
+        --branch 2 --prev results/D/B/R/seed0/branch1.npz results/D/B/R/seed1/branch1.npz \
+        --backbone results/D/B/backbone.pt --recipe R --settings JSON --seed 0 1 \
+        --device auto --threads 1 \
+        --out-head results/D/B/R/seed0/branch2.pt results/D/B/R/seed1/branch2.pt \
+        --out-outputs results/D/B/R/seed0/branch2.npz results/D/B/R/seed1/branch2.npz
 
-The training itself is ``calex_steps.training.branch``; this stage reads the
-cache and the earlier branches' outputs, and writes the head and its outputs.
+Every seed given trains in one grouped computation and writes its own files,
+those a job of that seed alone writes. The training itself is
+``calex_steps.training.branch``; this stage reads the cache (in batches) and the
+earlier branches' outputs, and writes the heads and their outputs.
 """
 
 from __future__ import annotations
