@@ -10,19 +10,11 @@ def probe_input(wildcards):
 
 
 def previous_branches(wildcards):
-    """Branch l waits for branches 1..l-1 only when its recipe reads their outputs; the
-    files of every seed, seed by seed in the order of the study's seeds."""
+    """Branch l waits for branches 1..l-1 (of every seed) only when its recipe reads them."""
     recipe = CFG["recipes"][wildcards.recipe]
     if recipe["weighting"] != "survivor" and not recipe["cascade_input"]:
         return []
-    w = wildcards
-    return [
-        f
-        for seed in STUDY["seeds"]
-        for f in per_branch(
-            run_path(w.dataset, w.backbone, w.recipe, seed), "branch", int(w.branch) - 1
-        )
-    ]
+    return seed_branch_files(wildcards, int(wildcards.branch) - 1)
 
 
 def branch_run(wildcards, split=0):
