@@ -11,6 +11,8 @@ all 1 and it trains exactly like a uniform-weighted branch.
 
 Every epoch reseeds all of its randomness from (seed, branch, stage, epoch)
 and saves a scratch checkpoint, so a resumed run equals an uninterrupted one.
+Several seeds of one branch train together (``fit_branches``: one grouped
+computation, ``calex_steps.training.grouped``), each as it would alone.
 """
 
 from __future__ import annotations
