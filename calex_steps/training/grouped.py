@@ -66,7 +66,12 @@ class GroupedHeads(nn.Module):
         """M (S×B×K) from S×B×P packed Grams or S×B×d×H×W maps."""
         w = self.param("proto.weight").flatten(2)  # S×K×d
         if x.ndim == 3:
-            coef = w[:, :, self._rows] * w[:, :, self._cols]  # S×K×P
+            # w_kᵀ G w_k on the packed form: the products w_ki w_kj of the upper triangle,
+            # doubled off the diagonal. One index_select of the outer products (S×K×d²) is
+            # cheaper to differentiate than two gathers of w.
+            d = w.shape[-1]
+            outer = torch.einsum("ski,skj->skij", w, w).flatten(2)  # S×K×d²
+            coef = outer.index_select(2, self._rows * d + self._cols)  # S×K×P
             coef = torch.where(self._rows != self._cols, 2.0 * coef, coef)
             return torch.bmm(x, coef.transpose(1, 2))
         return torch.einsum("skd,sbdhw->sbkhw", w, x).square().mean(dim=(3, 4))
