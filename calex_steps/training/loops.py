@@ -194,18 +194,29 @@ class TensorRows:
         return torch.from_numpy(np.ascontiguousarray(self.rows[key], dtype=np.float32))
 
 
+EVAL_BLOCK_BYTES = 32 * 2**20  # inputs per forward pass when nothing is trained
+
+
 @torch.no_grad()
 def representations(
-    head, x: torch.Tensor, prev: torch.Tensor | None, batch_size: int
+    head, x, prev: torch.Tensor | None, batch_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(representation N×R, cls logits N×C) of a ``PrototypeHead`` in eval mode, on its device."""
+    """(representation N×R, cls logits N×C) of a ``PrototypeHead`` in eval mode, on its device.
+
+    ``x`` is read in consecutive blocks of about ``EVAL_BLOCK_BYTES`` (at least
+    ``batch_size`` rows): no gradient is kept, so a larger block only saves per-call work.
+    """
     head.eval()
     device = next(head.parameters()).device
     reps, logits = [], []
-    for start in range(0, len(x), batch_size):
-        xb = x[start : start + batch_size].to(device)
-        pb = None if prev is None else prev[start : start + batch_size].to(device)
+    start, block = 0, batch_size
+    while start < len(x):
+        xb = x[start : start + block].to(device)
+        pb = None if prev is None else prev[start : start + block].to(device)
         rep = head.represent(head.responses(xb), pb)
         reps.append(rep)
         logits.append(head.cls(rep))
+        start += len(xb)
+        row_bytes = xb[0].numel() * 4
+        block = max(batch_size, EVAL_BLOCK_BYTES // max(row_bytes, 1))
     return torch.cat(reps), torch.cat(logits)
