@@ -1,5 +1,6 @@
 # Stage 2: the frozen backbone, its coarse probe and the feature cache
-# (SPEC sections 3 and 4).
+# (SPEC sections 3 and 4). backbone.pt is protected: an accidental full rerun stops
+# instead of retraining it (chmod u+w it to retrain on purpose).
 
 
 rule pretrain_backbone:
@@ -7,19 +8,20 @@ rule pretrain_backbone:
         data=PREPARED,
         code=code("pretrain_backbone"),
     output:
-        BACKBONE,
+        protected(BACKBONE),
     log:
         "logs/pretrain_backbone/{dataset}/{backbone}.log",
     benchmark:
         "benchmarks/pretrain_backbone/{dataset}/{backbone}.tsv"
     wildcard_constraints:
         backbone=backbones_with_checkpoint(False),
+    retries: 2
     conda:
         "../envs/calex.yaml"
     threads: 2
     resources:
         gpu=gpu,
-        mem_mb=8000,
+        mem_mb=lambda w, attempt: 8000 * attempt,
         runtime=lambda w: estimate.pretrain_runtime(CFG, w.dataset, w.backbone),
     params:
         backbone=lambda w: as_json(backbone_model_cfg(w)),
@@ -37,7 +39,7 @@ rule import_backbone:
         checkpoint=lambda w: backbone_cfg(w)["checkpoint"],
         code=code("import_backbone"),
     output:
-        BACKBONE,
+        protected(BACKBONE),
     log:
         "logs/import_backbone/{dataset}/{backbone}.log",
     benchmark:
@@ -106,6 +108,7 @@ rule cache_features:
         gpu=gpu,
         mem_mb=8000,
         runtime=120,
+        disk_mb=lambda w: estimate.cache_disk_mb(CFG, w.dataset, w.backbone),
     params:
         attach=lambda w: as_json(backbone_cfg(w)["attach_points"]),
         settings=as_json(CFG["cache"]),

@@ -63,12 +63,14 @@ for _count in BRANCH_COUNTS:
         wildcard_constraints:
             recipe=recipes_with("schedule", "joint"),
             backbone=backbones_with_branches(_count),
+        retries: 2
         conda:
             "../envs/calex.yaml"
         threads: 1
         resources:
             gpu=gpu,
-            mem_mb=lambda w: estimate.joint_mem_mb(CFG, w.dataset, w.backbone),
+            mem_mb=lambda w, attempt: attempt
+            * estimate.joint_mem_mb(CFG, w.dataset, w.backbone),
             runtime=240,
         params:
             settings=lambda w: as_json(train_settings(w.recipe)),

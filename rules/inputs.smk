@@ -15,11 +15,11 @@ def probe_input(wildcards):
 
 
 def previous_branches(wildcards):
-    """Branch l waits for branches 1..l-1 only when its recipe reads their outputs."""
+    """Branch l waits for branches 1..l-1 (of every seed) only when its recipe reads them."""
     recipe = CFG["recipes"][wildcards.recipe]
     if recipe["weighting"] != "survivor" and not recipe["cascade_input"]:
         return []
-    return per_branch(run_dir(wildcards), "branch", int(wildcards.branch) - 1)
+    return seed_branch_files(wildcards, int(wildcards.branch) - 1)
 
 
 def branch_run(wildcards, split=0):

@@ -24,6 +24,21 @@ def run_dir(w):
     return run_path(w.dataset, w.backbone, w.recipe, w.seed)
 
 
+def all_seeds(name):
+    """``name`` in the run folder of every study seed (wildcards dataset, backbone, recipe
+    kept): the files one job writes when it trains all seeds of a branch together."""
+    return [
+        f"{run_path('{dataset}', '{backbone}', '{recipe}', s)}/{name}"
+        for s in STUDY["seeds"]
+    ]
+
+
+def seed_branch_files(w, count):
+    """branch1.npz .. branch{count}.npz of the run of every study seed, seed by seed."""
+    runs = [run_path(w.dataset, w.backbone, w.recipe, s) for s in STUDY["seeds"]]
+    return [f for run in runs for f in per_branch(run, "branch", count)]
+
+
 def split_dir(run, split=0):
     """The sweep outputs of one calibration/test split of a run (split 0 = the prepared one)."""
     return f"{run}/split{split}"

@@ -13,7 +13,7 @@ from calex_steps.data.feature_cache import features_meta, load_branch_inputs
 from calex_steps.errors import CalexError
 from calex_steps.models.gram import pack_gram
 from calex_steps.models.heads import PrototypeHead, head_macs
-from calex_steps.stages.train_branch import main, run_train_branch
+from calex_steps.stages.train_branch import main, run_train_branch, run_train_branches
 from calex_steps.training.branch import parse_settings
 
 SPLITS = {"train": 600, "val": 200, "test": 200}
@@ -287,3 +287,53 @@ def test_cli_writes_outputs_and_reports_errors(features, tmp_path, capsys):
     bad = _fake_prev(tmp_path / "bad.npz", features, lambda y: y * 0.1, seed=3)
     assert main(args + ["--prev", str(bad)]) == 1
     assert "bad.npz' has seed 3" in capsys.readouterr().err
+
+
+def _heads_and_outputs(out_dir, branch):
+    ckpt = torch.load(out_dir / f"branch{branch}.pt", weights_only=True)
+    return ckpt["state_dict"], _load(out_dir / f"branch{branch}.npz")
+
+
+@pytest.mark.parametrize("case", ["uniform_gram", "survivor_cascade_map"])
+def test_seeds_trained_together_equal_seeds_trained_alone(features, tmp_path, case):
+    """Two seeds in one grouped computation give each seed the head and outputs of its own job
+    (same seed streams: initialisation, epoch order, dropout masks, survivor draws)."""
+    seeds, branch, prevs, settings = [3, 8], 1, [[], []], SHORT  # feat1: packed Gram
+    if case == "survivor_cascade_map":  # feat2: raw maps
+        settings = SHORT | {"weighting": "survivor", "survivor_mode": "sampling"}
+        settings |= {"cascade_input": True, "target": "argmax_ce"}
+        branch = 2
+        for s, seed in enumerate(seeds):
+            conf = (lambda lo: lambda y: lo + 0.5 * (y == 1))(0.1 * (s + 1))
+            path = _fake_prev(tmp_path / f"prev{seed}.npz", features, conf, seed=seed)
+            prevs[s] = [path]
+    together = [tmp_path / f"together{seed}" for seed in seeds]
+    for d in together:
+        d.mkdir()
+    run_train_branches(features, branch, prevs, settings, seeds, "cpu",
+                       [d / f"branch{branch}.pt" for d in together],
+                       [d / f"branch{branch}.npz" for d in together], recipe="r")  # fmt: skip
+    for seed, prev, d in zip(seeds, prevs, together, strict=True):
+        _run(features, tmp_path / f"alone{seed}", branch, prev, settings, seed=seed)
+        head_t, out_t = _heads_and_outputs(d, branch)
+        head_a, out_a = _heads_and_outputs(tmp_path / f"alone{seed}", branch)
+        for name, value in head_a.items():
+            assert torch.allclose(head_t[name], value, atol=1e-5, rtol=0), name
+        assert json.loads(str(out_t["meta"])) == json.loads(str(out_a["meta"]))
+        assert np.allclose(out_t["test_confs"], out_a["test_confs"], atol=1e-5)
+        assert np.array_equal(out_t["test_pred"], out_a["test_pred"])
+    # the two seeds really are different runs
+    first, second = (_heads_and_outputs(d, branch)[0] for d in together)
+    assert not torch.allclose(first["cls.weight"], second["cls.weight"], atol=1e-3)
+
+
+def test_rows_read_from_disk_equal_rows_in_memory(features, tmp_path):
+    """The training split read batch by batch from the file (memory budget 0) trains the
+    same head as the split held in RAM."""
+    out_ram, out_disk = tmp_path / "ram", tmp_path / "disk"
+    for out, budget in ((out_ram, 1e9), (out_disk, 0.0)):
+        out.mkdir()
+        run_train_branch(features, 1, [], SHORT, 0, "cpu", out / "branch1.pt",
+                         out / "branch1.npz", recipe="r", memory_mb=budget)  # fmt: skip
+    ram, disk = _load(out_ram / "branch1.npz"), _load(out_disk / "branch1.npz")
+    assert all(np.array_equal(ram[k], disk[k]) for k in ram)

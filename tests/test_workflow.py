@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import h5py
@@ -111,12 +112,30 @@ def test_code_edit_reruns_that_step(tiny_run, tmp_path):
     assert "train_branch" not in jobs and "pretrain_backbone" not in jobs
 
 
-def test_new_seed_adds_only_its_jobs(tiny_run, tmp_path):
+def test_new_seed_retrains_its_branches_together(tiny_run, tmp_path):
+    # One train_branch job trains every seed of a branch: a new seed reruns the three branch
+    # jobs of both recipes (each now writes both seeds' files), and so both seeds' sweeps.
     run = clone_run(tiny_run, tmp_path / "run")
     write_tiny(run, {"study.seeds": [0, 1]})
-    jobs = scheduled(snakemake(run, "-n").stdout)
-    assert jobs.get("train_branch") == 6 and jobs.get("sweep_margins") == 2
+    result = snakemake(run, "-n")
+    jobs = scheduled(result.stdout)
+    assert jobs.get("train_branch") == 6 and jobs.get("sweep_margins") == 4
+    assert "seed1/branch3.npz" in result.stdout and "--seed 0 1" in result.stdout
     assert "cache_features" not in jobs and "pretrain_backbone" not in jobs
+
+
+def test_backbone_is_left_read_only(tiny_run):
+    """backbone.pt is protected(): Snakemake removes its write permission after making it."""
+    backbone = tiny_run / "results" / "synthetic" / "r18tiny" / "backbone.pt"
+    assert backbone.is_file() and backbone.stat().st_mode & 0o222 == 0
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes read-only files: needs another user")
+def test_full_rerun_refuses_to_overwrite_the_backbone(tiny_run, tmp_path):
+    run = clone_run(tiny_run, tmp_path / "run")
+    result = snakemake(run, "-n", "--forceall")
+    assert result.returncode != 0
+    assert "protected" in (result.stdout + result.stderr).lower()
 
 
 def test_attach_point_edit_recaches_without_retraining_the_backbone(tiny_run, tmp_path):

@@ -16,6 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from calex_steps.data.cache_rows import CacheRows
 from calex_steps.data.files import sha256_file
 from calex_steps.errors import CalexError
 from calex_steps.io import open_h5
@@ -70,8 +71,9 @@ def features_meta(path: str | os.PathLike) -> dict:
         return {key: _attr_value(value) for key, value in f.attrs.items()}
 
 
-def _read_split(f: h5py.File, path, branch: int, split: str) -> dict:
-    """One split's arrays for attach point ``branch`` (1-based)."""
+def _split_entry(f: h5py.File, path, branch: int, split: str) -> dict:
+    """One split's checked description for attach point ``branch`` (1-based): the feature
+    dataset itself (unread), its kind and d, h, w, and the labels and logits it holds."""
     if split not in f:
         raise CalexError(f"feature cache '{path}' has no split group '{split}'")
     group = f[split]
@@ -87,23 +89,24 @@ def _read_split(f: h5py.File, path, branch: int, split: str) -> dict:
     if kind not in FEATURE_KINDS:
         raise CalexError(f"'{path}' {split}/{name} has kind '{kind}', expected gram or map")
     d, h, w = (int(ds.attrs[k]) for k in ("d", "h", "w"))
-    x = np.asarray(ds[...], dtype=np.float32)
     expected = (packed_size(d),) if kind == "gram" else (d, h, w)
-    if x.shape[1:] != expected:
+    if ds.shape[1:] != expected:
         raise CalexError(
-            f"'{path}' {split}/{name} has shape {x.shape}, expected N×{expected} for kind {kind}"
+            f"'{path}' {split}/{name} has shape {ds.shape}, expected N×{expected} for kind {kind}"
         )
     labels = np.asarray(group["labels"][...], dtype=np.int64)
     logits = np.asarray(group["logits"][...], dtype=np.float32)
-    if not (len(labels) == len(logits) == len(x)):
+    if not (len(labels) == len(logits) == len(ds)):
         raise CalexError(f"'{path}' split '{split}': feat, labels and logits differ in length")
-    return {"x": x, "kind": kind, "d": d, "h": h, "w": w, "labels": labels, "logits": logits}
+    return {"x": ds, "kind": kind, "d": d, "h": h, "w": w, "labels": labels, "logits": logits}
 
 
 def load_branch_inputs(
     path: str | os.PathLike, branch: int, splits: tuple[str, ...] | list[str]
 ) -> dict[str, dict]:
     """Load one attach point's cached inputs for the given splits into RAM.
+
+    Training stages use :class:`BranchInputs`, which keeps memory bounded by the batch.
 
     Args:
         path: the ``features.h5`` file.
@@ -114,8 +117,41 @@ def load_branch_inputs(
         ``{split: {"x": float32 N×P or N×d×H×W, "kind": "gram"|"map", "d", "h", "w",
         "labels": int64 N, "logits": float32 N×C}}``.
     """
-    with _open(path) as f:
-        return {split: _read_split(f, path, branch, split) for split in splits}
+    with BranchInputs(path, branch, splits, memory_mb=float("inf")) as inputs:
+        return {sp: entry | {"x": entry["x"][:]} for sp, entry in inputs.splits.items()}
+
+
+class BranchInputs:
+    """One attach point's cached inputs, open for reading in batches (a context manager).
+
+    ``inputs.splits[split]`` has the keys of :func:`load_branch_inputs`, but ``x`` is a
+    :class:`calex_steps.data.cache_rows.CacheRows`: index it with a LongTensor or a slice
+    to get float32 rows. The train split is held in RAM when its float32 size is at most
+    ``memory_mb``; every other read goes to the file, one batch at a time.
+    """
+
+    def __init__(self, path, branch: int, splits, memory_mb: float) -> None:
+        self._file = _open(path)
+        try:
+            self.splits = {}
+            for split in splits:
+                entry = _split_entry(self._file, path, branch, split)
+                budget = memory_mb if split == "train" else 0.0
+                self.splits[split] = entry | {"x": CacheRows(path, entry["x"], budget)}
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for entry in getattr(self, "splits", {}).values():
+            entry["x"].close()
+        self._file.close()
+
+    def __enter__(self) -> BranchInputs:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def check_provenance(features_path: str | os.PathLike, backbone_path: str | os.PathLike) -> None:
@@ -128,6 +164,14 @@ def check_provenance(features_path: str | os.PathLike, backbone_path: str | os.P
             f"(recorded sha256 {str(recorded)[:12]}, '{backbone_path}' has {actual[:12]}); "
             f"delete it and rerun the cache_features rule"
         )
+
+
+def argmax_rows(ds: h5py.Dataset, block: int = 65536) -> np.ndarray:
+    """Row-wise argmax (int64 N) of an N×C logits dataset, read one block of rows at a time."""
+    out = np.empty(len(ds), dtype=np.int64)
+    for start in range(0, len(ds), block):
+        out[start : start + block] = ds[start : start + block].argmax(axis=1)
+    return out
 
 
 def _attr_text(attrs, key: str, path: Path) -> str:
@@ -159,7 +203,7 @@ def read_sweep_inputs(path: Path) -> tuple[dict, dict]:
         for name in ("val", "test"):
             if name not in f or "logits" not in f[name]:
                 raise CalexError(f"{path} lacks {name}/logits; rerun cache_features")
-            logits = f[name]["logits"][...]  # (N, C)
+            logits = f[name]["logits"]  # (N, C), read in blocks
             labels = f[name]["labels"][...].astype(np.int64) if "labels" in f[name] else None
             if labels is not None and labels.size and labels.min() < 0:
                 labels = None  # unknown labels, e.g. an unlabelled calibration set
@@ -167,7 +211,7 @@ def read_sweep_inputs(path: Path) -> tuple[dict, dict]:
                 raise CalexError(f"{path} lacks test/labels; the test split needs its labels")
             splits[name] = {
                 "labels": labels,
-                "backbone_pred": logits.argmax(axis=1).astype(np.int64),
+                "backbone_pred": argmax_rows(logits),
             }
         info["num_classes"] = int(logits.shape[1])
     return splits, info
@@ -186,9 +230,9 @@ def read_train_targets(path: str | os.PathLike) -> tuple[np.ndarray, str]:
         if "features_id" not in f.attrs or "train" not in f or "logits" not in f["train"]:
             raise CalexError(f"'{path}' lacks features_id or train/logits; rerun cache_features")
         fid = f.attrs["features_id"]
-        logits = f["train"]["logits"][...]
+        y_star = argmax_rows(f["train"]["logits"])
     fid = fid.decode() if isinstance(fid, bytes) else str(fid)
-    return logits.argmax(axis=1).astype(np.int64), fid
+    return y_star, fid
 
 
 def feature_kinds(features: str | os.PathLike, num_branches: int) -> list[str]:

@@ -1,12 +1,16 @@
 """Stage `train_branch`: train one early-exit branch of a sequential recipe (SPEC sections 5, 6, 8).
 
     python -m calex_steps.stages.train_branch --features results/D/B/features.h5 \
-        --branch 2 --prev results/D/B/R/seed0/branch1.npz --backbone results/D/B/backbone.pt \
-        --recipe R --settings JSON --seed 0 --device auto --threads 1 \
-        --out-head results/D/B/R/seed0/branch2.pt --out-outputs results/D/B/R/seed0/branch2.npz
+        --branch 2 --prev results/D/B/R/seed0/branch1.npz results/D/B/R/seed1/branch1.npz \
+        --backbone results/D/B/backbone.pt --recipe R --settings JSON --seed 0 1 \
+        --device auto --threads 1 \
+        --out-head results/D/B/R/seed0/branch2.pt results/D/B/R/seed1/branch2.pt \
+        --out-outputs results/D/B/R/seed0/branch2.npz results/D/B/R/seed1/branch2.npz
 
-The training itself is ``calex_steps.training.branch``; this stage reads the
-cache and the earlier branches' outputs, and writes the head and its outputs.
+Every seed given trains in one grouped computation and writes its own files,
+those a job of that seed alone writes. The training itself is
+``calex_steps.training.branch``; this stage reads the cache (in batches) and the
+earlier branches' outputs, and writes the heads and their outputs.
 """
 
 from __future__ import annotations
@@ -26,19 +30,22 @@ from calex_steps.cli import (
     stage_parser,
 )
 from calex_steps.data.branch_files import branch_meta, load_prev_outputs, write_branch_outputs
-from calex_steps.data.feature_cache import SPLITS, cache_id, check_provenance, load_branch_inputs
+from calex_steps.data.feature_cache import SPLITS, BranchInputs, cache_id, check_provenance
 from calex_steps.data.files import sha256_file
+from calex_steps.errors import CalexError
 from calex_steps.models.checkpoints import save_head
 from calex_steps.models.heads import PrototypeHead, head_macs
 from calex_steps.training.branch import (
     branch_outputs,
     epoch_plan,
-    fit_branch,
+    fit_branches,
     parse_settings,
     require_branches,
     split_tensors,
 )
 from calex_steps.training.scratch import drop_scratch
+
+DEFAULT_MEMORY_MB = 2048.0  # the train split's float32 features up to this size stay in RAM
 
 
 def run_train_branch(
@@ -53,45 +60,97 @@ def run_train_branch(
     log: logging.Logger | None = None,
     *,
     recipe: str,
+    memory_mb: float = DEFAULT_MEMORY_MB,
 ) -> dict:
-    """Train branch ``branch`` (1-based) of ``recipe`` and write its head and outputs.
+    """Train branch ``branch`` (1-based) of ``recipe`` for one seed (a group of one)."""
+    return run_train_branches(features_path, branch, [list(prev_outputs)], settings, [seed],
+                              device, [out_head], [out_outputs], log, recipe=recipe,
+                              memory_mb=memory_mb)[0]  # fmt: skip
 
-    Returns a summary: ``agreement`` per split (branch prediction == backbone
-    prediction), ``head_macs``, ``features_id``.
+
+def run_train_branches(
+    features_path: str | os.PathLike,
+    branch: int,
+    prev_outputs: list[list[str | os.PathLike]],
+    settings: dict,
+    seeds: list[int],
+    device: str | torch.device,
+    out_heads: list[str | os.PathLike],
+    out_outputs: list[str | os.PathLike],
+    log: logging.Logger | None = None,
+    *,
+    recipe: str,
+    memory_mb: float = DEFAULT_MEMORY_MB,
+) -> list[dict]:
+    """Train branch ``branch`` (1-based) of ``recipe`` for every seed in one computation.
+
+    Seed s reads ``prev_outputs[s]`` and writes ``out_heads[s]``/``out_outputs[s]``,
+    exactly the files (up to float rounding) a job of that seed alone writes. The
+    cache is read once per job, in batches; the train split's features stay in RAM
+    when their float32 size is at most ``memory_mb``. Returns per seed: ``agreement``
+    per split (branch prediction == backbone prediction), ``head_macs``, ``features_id``.
     """
     log = log or logging.getLogger("calex")
+    if not len(seeds) == len(prev_outputs) == len(out_heads) == len(out_outputs) > 0:
+        raise CalexError("pass one --out-head, one --out-outputs and the --prev files per seed")
     cfg = parse_settings(settings)
     device = resolve_device(device)
     features_id = cache_id(features_path)
-    inputs = load_branch_inputs(features_path, branch, SPLITS)
-    prev = load_prev_outputs(prev_outputs, recipe, seed, features_id, branch)
-    if cfg.cascade_input and branch > 1:
-        require_branches(prev, range(branch - 1, branch), "cascade input")
-    data = split_tensors(inputs, prev, branch, cfg.cascade_input)
-    plan = epoch_plan(cfg, prev, seed, branch, len(data["train"]["y"]))
-    info = inputs["train"]
-    num_classes = int(info["logits"].shape[1])
-    prev_dim = 0 if data["train"]["prev"] is None else int(data["train"]["prev"].shape[1])
-    head_config = {
+    with BranchInputs(features_path, branch, SPLITS, memory_mb) as cache:
+        inputs = cache.splits
+        datas, plans, fingerprints, heads = [], [], [], []
+        for seed, paths in zip(seeds, prev_outputs, strict=True):
+            prev = load_prev_outputs(paths, recipe, seed, features_id, branch)
+            if cfg.cascade_input and branch > 1:
+                require_branches(prev, range(branch - 1, branch), "cascade input")
+            datas.append(split_tensors(inputs, prev, branch, cfg.cascade_input))
+            plans.append(epoch_plan(cfg, prev, seed, branch, len(datas[-1]["train"]["y"])))
+            head_config = _head_config(cfg, inputs["train"], datas[-1]["train"]["prev"])
+            fingerprints.append({
+                "recipe": recipe, "seed": seed, "branch": branch, "features_id": features_id,
+                "settings": dataclasses.asdict(cfg), "head_config": head_config,
+                "prev": sorted(sha256_file(p["path"]) for p in prev.values()),
+            })  # fmt: skip
+            torch.manual_seed(seed * 1000 + branch)
+            heads.append(PrototypeHead(**head_config).to(device))
+        fingerprint = fingerprints[0] if len(seeds) == 1 else fingerprints
+        prevs = [d["train"]["prev"] for d in datas]
+        fit_branches(heads, datas[0]["train"], prevs, cfg, plans, fingerprint, out_heads[0], log)
+        return [
+            _write_run(
+                head,
+                data,
+                cfg,
+                inputs["train"],
+                seed,
+                branch,
+                recipe,
+                features_id,
+                settings,
+                out_head,
+                out_out,
+                log,
+            )  # fmt: skip
+            for head, data, seed, out_head, out_out in zip(
+                heads, datas, seeds, out_heads, out_outputs, strict=True
+            )
+        ]
+
+
+def _head_config(cfg, info: dict, prev) -> dict:
+    """The head's constructor arguments, from the recipe and the attach point."""
+    return {
         "d": info["d"],
-        "num_classes": num_classes,
+        "num_classes": int(info["logits"].shape[1]),
         "prototypes": cfg.prototypes,
         "kind": cfg.head,
-        "cascade_input_dim": prev_dim,
+        "cascade_input_dim": 0 if prev is None else int(prev.shape[1]),
     }
-    fingerprint = {
-        "recipe": recipe,
-        "seed": seed,
-        "branch": branch,
-        "features_id": features_id,
-        "settings": dataclasses.asdict(cfg),
-        "head_config": head_config,
-        "prev": sorted(sha256_file(p["path"]) for p in prev.values()),
-    }
-    torch.manual_seed(seed * 1000 + branch)
-    head = PrototypeHead(**head_config).to(device)
-    fit_branch(head, data["train"], cfg, plan, fingerprint, out_head, log)
 
+
+def _write_run(head, data, cfg, info, seed, branch, recipe, features_id, settings,
+               out_head, out_outputs, log) -> dict:  # fmt: skip
+    """One seed's outputs on every split, its head and output files; its summary."""
     outputs = {sp: branch_outputs(head, data[sp], cfg.batch_size) for sp in SPLITS}
     macs = head_macs(head, info["d"], info["h"], info["w"])
     meta = branch_meta(recipe, seed, branch, features_id, macs, settings)
@@ -100,8 +159,9 @@ def run_train_branch(
     drop_scratch(out_head)
     agreement = {sp: float(np.mean(outputs[sp]["pred"] == data[sp]["y"].numpy())) for sp in SPLITS}
     log.info(
-        "branch %d done: agreement with the backbone %s, head MACs %d", branch, agreement, macs
-    )
+        "seed %d branch %d done: agreement with the backbone %s, head MACs %d",
+        seed, branch, agreement, macs,
+    )  # fmt: skip
     return {"agreement": agreement, "head_macs": macs, "features_id": features_id}
 
 
@@ -110,14 +170,21 @@ def build_parser():
     p = stage_parser("train_branch", __doc__)
     p.add_argument("--features", required=True, help="features.h5 of the dataset and backbone")
     p.add_argument("--branch", type=int, required=True, help="1-based attach point number")
-    p.add_argument("--prev", nargs="*", default=[], help="outputs (.npz) of earlier branches")
+    p.add_argument(
+        "--prev", nargs="*", default=[],
+        help="outputs (.npz) of earlier branches, seed by seed in the order of --seed",
+    )  # fmt: skip
     p.add_argument("--backbone", help="backbone.pt the cache must come from (provenance check)")
     p.add_argument("--recipe", required=True, help="recipe name (recorded and checked)")
     p.add_argument("--settings", required=True, help="JSON of the resolved recipe settings")
-    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--seed", type=int, nargs="+", required=True, help="one or more seeds")
     add_runtime_args(p)
-    p.add_argument("--out-head", required=True, help="branch{l}.pt to write")
-    p.add_argument("--out-outputs", required=True, help="branch{l}.npz to write")
+    p.add_argument("--out-head", nargs="+", required=True, help="branch{l}.pt per seed")
+    p.add_argument("--out-outputs", nargs="+", required=True, help="branch{l}.npz per seed")
+    p.add_argument(
+        "--memory-mb", type=float, default=DEFAULT_MEMORY_MB,
+        help="hold the train split's features in RAM up to this float32 size; else read rows",
+    )  # fmt: skip
     return p
 
 
@@ -127,8 +194,14 @@ def main(argv: list[str] | None = None) -> int:
     def run(a) -> None:
         if a.backbone:
             check_provenance(a.features, a.backbone)
-        run_train_branch(a.features, a.branch, a.prev, parse_json_arg(a.settings), a.seed,
-                         a.device, a.out_head, a.out_outputs, recipe=a.recipe)  # fmt: skip
+        if len(a.prev) % len(a.seed):
+            raise CalexError(f"got {len(a.prev)} --prev files for {len(a.seed)} seeds; pass "
+                             "the same number of earlier branch files for every seed")  # fmt: skip
+        per_seed = len(a.prev) // len(a.seed)
+        prev = [a.prev[i * per_seed : (i + 1) * per_seed] for i in range(len(a.seed))]
+        run_train_branches(a.features, a.branch, prev, parse_json_arg(a.settings), a.seed,
+                           a.device, a.out_head, a.out_outputs, recipe=a.recipe,
+                           memory_mb=a.memory_mb)  # fmt: skip
 
     return stage_main(build_parser, run, argv)
 

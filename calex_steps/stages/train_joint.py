@@ -12,6 +12,7 @@ per branch.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -29,7 +30,7 @@ from calex_steps.cli import (
     stage_parser,
 )
 from calex_steps.data.branch_files import branch_meta, write_branch_outputs
-from calex_steps.data.feature_cache import SPLITS, cache_id, features_meta, load_branch_inputs
+from calex_steps.data.feature_cache import SPLITS, BranchInputs, cache_id, features_meta
 from calex_steps.errors import CalexError
 from calex_steps.models.checkpoints import save_head
 from calex_steps.models.heads import head_macs
@@ -41,21 +42,34 @@ from calex_steps.training.joint import (
     parse_joint_settings,
 )
 from calex_steps.training.joint_search import apply_search
+from calex_steps.training.loops import TensorRows
 from calex_steps.training.scratch import drop_scratch
 
+DEFAULT_MEMORY_MB = 2048.0  # the train splits' float32 features up to this size stay in RAM
 
-def load_splits(features_path, num_branches: int) -> tuple[dict[str, dict], list[dict]]:
-    """All L attach points of the cache in RAM.
+
+def load_splits(
+    features_path, num_branches: int, stack: contextlib.ExitStack, memory_mb: float
+) -> tuple[dict[str, dict], list[dict]]:
+    """All L attach points of the cache, open for reading in batches until ``stack`` closes.
+
+    Each attach point's train split is held in RAM when its float32 size is at most
+    ``memory_mb / L``; everything else is read from the file one batch at a time.
 
     Returns:
-        per split: ``xs`` (L CPU tensors), backbone ``teacher`` logits (N×C), y* (N);
-        and per branch the train split's reader dict (``d``, ``h``, ``w``, ...).
+        per split: ``xs`` (L row sources: ``x[idx]`` is a float32 CPU tensor), backbone
+        ``teacher`` logits (N×C), y* (N); and per branch the train split's reader dict
+        (``d``, ``h``, ``w``, ...).
     """
-    per_branch = [load_branch_inputs(features_path, b, SPLITS) for b in range(1, num_branches + 1)]
+    share = memory_mb / max(num_branches, 1)
+    per_branch = [
+        stack.enter_context(BranchInputs(features_path, b, SPLITS, share)).splits
+        for b in range(1, num_branches + 1)
+    ]
     out = {}
     for sp in SPLITS:
         teacher = torch.from_numpy(per_branch[0][sp]["logits"])
-        xs = [torch.from_numpy(inputs[sp]["x"]) for inputs in per_branch]
+        xs = [TensorRows(inputs[sp]["x"]) for inputs in per_branch]
         out[sp] = {"xs": xs, "teacher": teacher, "y": teacher.argmax(dim=1)}
     return out, [inputs["train"] for inputs in per_branch]
 
@@ -71,8 +85,11 @@ def run_train_joint(
     *,
     recipe: str,
     search: dict | None = None,
+    memory_mb: float = DEFAULT_MEMORY_MB,
 ) -> dict:
     """Train every branch of joint ``recipe`` and write ``branch{l}.pt``/``.npz`` for each.
+
+    The cache is read in batches (see :func:`load_splits` for ``memory_mb``).
 
     ``out_heads``/``out_outputs`` hold one path per attach point of the cache,
     in order. Returns ``agreement`` (split -> per-branch fraction of predictions
@@ -92,9 +109,20 @@ def run_train_joint(
             f"'{features_path}' has {num_points} attach points but got {len(out_heads)} head "
             f"and {len(out_outputs)} output paths; pass one of each per branch"
         )
-    data, infos = load_splits(features_path, num_points)
-    num_classes = int(data["train"]["teacher"].shape[1])
-    model, costs, configs, _ = build_joint(infos, num_classes, cfg, seed, meta, features_path)
+    with contextlib.ExitStack() as stack:
+        data, infos = load_splits(features_path, num_points, stack, memory_mb)
+        num_classes = int(data["train"]["teacher"].shape[1])
+        model, costs, configs, _ = build_joint(infos, num_classes, cfg, seed, meta, features_path)
+        run = dict(recipe=recipe, seed=seed, features_id=features_id, settings=settings)
+        return _train_and_write(data, infos, model, cfg, costs, configs, device, out_heads,
+                                out_outputs, run, search, log)  # fmt: skip
+
+
+def _train_and_write(data, infos, model, cfg, costs, configs, device, out_heads, out_outputs,
+                     run, search, log) -> dict:  # fmt: skip
+    """Train the joint heads on the open cache and write every branch's files."""
+    recipe, seed, features_id, settings = (run[k] for k in ("recipe", "seed", "features_id",
+                                                             "settings"))  # fmt: skip
     fingerprint = {
         "recipe": recipe,
         "seed": seed,
@@ -148,6 +176,10 @@ def build_parser():
     p.add_argument("--search", nargs="*", default=[], help="search.json (recipes with search)")
     p.add_argument("--out-heads", nargs="+", required=True, help="branch{l}.pt, in order")
     p.add_argument("--out-outputs", nargs="+", required=True, help="branch{l}.npz, in order")
+    p.add_argument(
+        "--memory-mb", type=float, default=DEFAULT_MEMORY_MB,
+        help="hold the train splits' features in RAM up to this float32 size; else read rows",
+    )  # fmt: skip
     return p
 
 
@@ -157,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     def run(a) -> None:
         search = json.loads(Path(a.search[0]).read_text()) if a.search else None
         run_train_joint(a.features, parse_json_arg(a.settings), a.seed, a.device, a.out_heads,
-                        a.out_outputs, recipe=a.recipe, search=search)  # fmt: skip
+                        a.out_outputs, recipe=a.recipe, search=search,
+                        memory_mb=a.memory_mb)  # fmt: skip
 
     return stage_main(build_parser, run, argv)
 

@@ -11,6 +11,8 @@ all 1 and it trains exactly like a uniform-weighted branch.
 
 Every epoch reseeds all of its randomness from (seed, branch, stage, epoch)
 and saves a scratch checkpoint, so a resumed run equals an uninterrupted one.
+Several seeds of one branch train together (``fit_branches``: one grouped
+computation, ``calex_steps.training.grouped``), each as it would alone.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ import torch
 from calex_steps.data.feature_cache import SPLITS
 from calex_steps.errors import CalexError
 from calex_steps.models.heads import PrototypeHead
-from calex_steps.training.loops import EpochPlan, representations, run_stage
+from calex_steps.training.adam import Adam
+from calex_steps.training.grouped import GroupedHeads
+from calex_steps.training.loops import EpochPlan, TensorRows, representations, run_group_stage
 from calex_steps.training.losses import classification_loss, confidence_bce
 from calex_steps.training.scratch import load_scratch, save_scratch
 from calex_steps.training.settings import HeadSchedule, check_schedule, keep_fields
@@ -93,7 +97,7 @@ def split_tensors(inputs: dict, prev: dict[int, dict], branch: int, cascade: boo
             prev_logits = torch.from_numpy(prev[branch - 1][f"{sp}_logits"].astype(np.float32))
             if len(prev_logits) != len(teacher):
                 raise CalexError(f"'{prev[branch - 1]['path']}' has a different '{sp}' size")
-        x = torch.from_numpy(inputs[sp]["x"])
+        x = TensorRows(inputs[sp]["x"])  # float32 rows read batch by batch
         out[sp] = {"x": x, "teacher": teacher, "y": teacher.argmax(dim=1), "prev": prev_logits}
     return out
 
@@ -113,69 +117,88 @@ def epoch_plan(cfg: BranchSettings, prev: dict[int, dict], seed: int, branch: in
     return dataclasses.replace(plan, loss_weights=torch.from_numpy(w / w.mean()).float())
 
 
-def fit_branch(head, train, cfg, plan, fingerprint, out_head, log) -> None:
-    """Both training stages on the train split, resuming from a matching scratch checkpoint."""
-    device = next(head.parameters()).device
+def _stacked(rows, idxs: list[torch.Tensor], device) -> torch.Tensor:
+    """Run s's rows ``idxs[s]`` of ``rows`` (shared by every run) as S×B×... on ``device``."""
+    flat = rows[torch.cat(idxs)]
+    return flat.view(len(idxs), -1, *flat.shape[1:]).to(device)
+
+
+def fit_branches(heads, train, prevs, cfg, plans, fingerprint, out_head, log) -> None:
+    """Both training stages of S runs of one branch (one per seed) in one computation.
+
+    ``heads``: S freshly seeded ``PrototypeHead``s of one configuration (trained in place);
+    ``train``: the shared train split (``x`` rows, ``teacher`` logits, ``y``); ``prevs``: each
+    run's previous-branch logits (N×C_prev tensors, or None); ``plans``: each run's
+    ``EpochPlan``. Run s ends with the head it would have trained alone (up to float
+    rounding). Resumes from a scratch checkpoint beside ``out_head`` made with the same
+    ``fingerprint``.
+    """
+    device = next(heads[0].parameters()).device
+    group = GroupedHeads(heads).to(device)
     state = load_scratch(out_head, fingerprint)
     done = {"cls": 0, "conf": 0}
     if state is not None:
-        head.load_state_dict(state["model"])
+        group.load_state_dict(state["model"])
         done[state["stage"]] = state["epoch"]
         done["cls"] = cfg.cls_epochs if state["stage"] == "conf" else done["cls"]
         log.info("resuming stage %s after epoch %d", state["stage"], state["epoch"])
 
-    def stage_optimizer(stage: str, params) -> torch.optim.Optimizer:
-        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    def stage_optimizer(stage: str, params) -> Adam:
+        opt = Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         if state is not None and state["stage"] == stage:
             opt.load_state_dict(state["optimizer"])
         return opt
 
-    def saver(stage: str, opt: torch.optim.Optimizer) -> Callable[[int], None]:
+    def saver(stage: str, opt: Adam) -> Callable[[int], None]:
         def save(epoch: int) -> None:
-            model, optim = head.state_dict(), opt.state_dict()
+            model, optim = group.state_dict(), opt.state_dict()
             scratch = {"fingerprint": fingerprint, "stage": stage, "epoch": epoch}
             save_scratch(out_head, scratch | {"model": model, "optimizer": optim})
 
         return save
 
-    def cls_batch(idx: torch.Tensor):
-        xb = train["x"][idx].to(device)
-        pb = None if train["prev"] is None else train["prev"][idx].to(device)
-        logits = head.cls(head.represent(head.responses(xb), pb))  # N_b×C
-        teacher, y = train["teacher"][idx].to(device), train["y"][idx].to(device)
-        loss = classification_loss(cfg.target, logits, teacher, cfg.kd_temperature, "none")
-        return loss, logits.argmax(dim=1) == y
+    def cls_batch(idxs: list[torch.Tensor]):
+        xb = _stacked(train["x"], idxs, device)  # S×B×P or S×B×d×H×W
+        pb = (
+            None
+            if prevs[0] is None
+            else torch.stack([p[i] for p, i in zip(prevs, idxs, strict=True)]).to(device)
+        )
+        logits = group.layer("cls", group.represent(group.responses(xb), pb))  # S×B×C
+        teacher, y = _stacked(train["teacher"], idxs, device), _stacked(train["y"], idxs, device)
+        loss = classification_loss(
+            cfg.target, logits.flatten(0, 1), teacher.flatten(0, 1), cfg.kd_temperature, "none"
+        )
+        return list(loss.view(len(idxs), -1)), list(logits.argmax(dim=-1) == y)
 
-    opt = stage_optimizer("cls", head.classification_parameters())
-    head.train()
-    run_stage(
-        "cls", cfg.cls_epochs, done["cls"], cls_batch, opt, cfg.lr, plan, saver("cls", opt), log
-    )
+    opt = stage_optimizer("cls", group.classification_parameters())
+    group.train()
+    run_group_stage("cls", cfg.cls_epochs, done["cls"], cls_batch, opt, cfg.lr, plans,
+                    saver("cls", opt), log, on_epoch_start=group.reseed_dropout)  # fmt: skip
+    group.copy_to(heads)
 
     # Stage 2: the representation is frozen, so compute it once (eval mode, no dropout).
-    rep, logits = representations(head, train["x"], train["prev"], cfg.batch_size)
+    frozen = [
+        representations(h, train["x"], p, cfg.batch_size) for h, p in zip(heads, prevs, strict=True)
+    ]
+    rep = torch.stack([f[0] for f in frozen])  # S×N×R
+    logits = torch.stack([f[1] for f in frozen])  # S×N×C
     y = train["y"].to(device)
+    runs = torch.arange(len(heads), device=device).unsqueeze(1)  # S×1
 
-    def conf_batch(idx: torch.Tensor):
-        idx = idx.to(device)
-        conf_logits, cls_logits = head.conf(rep[idx]), logits[idx]
-        loss = confidence_bce(conf_logits, cls_logits, y[idx], "none")
-        pred = cls_logits.argmax(dim=1, keepdim=True)
-        says_right = conf_logits.gather(1, pred).squeeze(1) > 0  # R > 0.5
-        return loss, says_right == (pred.squeeze(1) == y[idx])
+    def conf_batch(idxs: list[torch.Tensor]):
+        idx = torch.stack(idxs).to(device)  # S×B
+        conf_logits, cls_logits, yb = group.layer("conf", rep[runs, idx]), logits[runs, idx], y[idx]
+        loss = confidence_bce(conf_logits.flatten(0, 1), cls_logits.flatten(0, 1),
+                              yb.flatten(), "none")  # fmt: skip
+        pred = cls_logits.argmax(dim=-1, keepdim=True)
+        says_right = conf_logits.gather(-1, pred).squeeze(-1) > 0  # R > 0.5
+        return list(loss.view(len(idxs), -1)), list(says_right == (pred.squeeze(-1) == yb))
 
-    opt = stage_optimizer("conf", head.conf.parameters())
-    run_stage(
-        "conf",
-        cfg.conf_epochs,
-        done["conf"],
-        conf_batch,
-        opt,
-        cfg.lr,
-        plan,
-        saver("conf", opt),
-        log,
-    )
+    opt = stage_optimizer("conf", group.conf_parameters())
+    run_group_stage("conf", cfg.conf_epochs, done["conf"], conf_batch, opt, cfg.lr, plans,
+                    saver("conf", opt), log)  # fmt: skip
+    group.copy_to(heads)
 
 
 @torch.no_grad()
