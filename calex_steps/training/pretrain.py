@@ -71,7 +71,8 @@ def train_epoch(
     n = len(labels)
     shape = tuple(images.shape)
     per_image = int(np.prod(shape[1:]))
-    window = max(settings["batch_size"], settings.get("shuffle_buffer_mb", 256) * 2**20 // per_image)
+    buffer = settings.get("shuffle_buffer_mb", 256) * 2**20
+    window = max(settings["batch_size"], int(buffer // per_image))
     total_loss, correct = 0.0, 0
     for rows, order in epoch_windows(n, image_chunk_rows(shape), window, gen):
         pixels = _read_rows(images, rows)  # uint8 R×H×W×3, R <= window
