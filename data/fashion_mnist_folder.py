@@ -23,7 +23,7 @@ DEFAULT_NPZ = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "
 
 
 def write_split(out: Path, images: np.ndarray, labels: np.ndarray, classes, per_class: int) -> int:
-    """The first ``per_class`` images of every class as ``out/<class>/<n>.png``; returns the count."""
+    """The first ``per_class`` images of each class as ``out/<class>/<n>.png``; the count."""
     written = 0
     for label, name in enumerate(classes):
         folder = out / str(name).replace("/", "-")

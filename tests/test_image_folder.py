@@ -1,4 +1,4 @@
-"""``source: image_folder``: a user's folders of images at any size and mode, prepared in batches."""
+"""``source: image_folder``: a user's image folders at any size and mode, prepared in batches."""
 
 from __future__ import annotations
 

@@ -8,8 +8,8 @@ import torch
 from test_image_folder import write_folder
 
 from calex_steps.data import prepared
-from calex_steps.stages.pretrain_backbone import run_pretrain_backbone
 from calex_steps.stages.prepare_dataset import run_prepare_dataset
+from calex_steps.stages.pretrain_backbone import run_pretrain_backbone
 from calex_steps.training.augment import random_resized_crop_flip
 from calex_steps.training.pretrain import epoch_windows
 
@@ -23,7 +23,7 @@ def test_windows_visit_every_row_once_and_stay_within_the_buffer():
     for r, order in windows:
         assert sorted(order.tolist()) == list(range(len(r)))
     # a split that fits the buffer is one plain permutation, as before streaming existed
-    (rows, order), = epoch_windows(50, 37, 200, torch.Generator().manual_seed(1))
+    ((rows, order),) = epoch_windows(50, 37, 200, torch.Generator().manual_seed(1))
     assert (order == torch.randperm(50, generator=torch.Generator().manual_seed(1))).all()
 
 

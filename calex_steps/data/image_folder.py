@@ -166,9 +166,7 @@ def _carve(part: Part, n_second: int, seed: int) -> tuple[Part, Part]:
     """A seeded, stratified split of ``part`` into the rest and ``n_second`` samples."""
     files, labels, index = part
     keep, second = stratified_split(labels, n_second, seed)
-    return tuple(
-        ([files[i] for i in rows], labels[rows], index[rows]) for rows in (keep, second)
-    )
+    return tuple(([files[i] for i in rows], labels[rows], index[rows]) for rows in (keep, second))
 
 
 def _split_files(settings: dict) -> tuple[dict, list[str], str]:

@@ -44,7 +44,7 @@ def default_input_size(arch: str) -> int:
 
 
 def describe_attach_points(arch: str, width: float = 1.0, input_size: int | None = None) -> list:
-    """``[(name, (C, H, W), cumulative MACs)]`` for every candidate, plus ``("total", None, MACs)``."""
+    """``[(name, (C, H, W), cumulative MACs)]`` per candidate, then ``("total", None, MACs)``."""
     size = input_size or default_input_size(arch)
     model = build_backbone(arch, width=width, num_classes=10).eval()
     names = candidate_names(model)

@@ -38,7 +38,9 @@ def epoch_windows(
     chunk_order = torch.randperm(num_chunks, generator=gen).numpy()
     for first in range(0, num_chunks, per_window):
         chunks = np.sort(chunk_order[first : first + per_window])
-        rows = np.concatenate([np.arange(c * chunk_rows, min(n, (c + 1) * chunk_rows)) for c in chunks])
+        rows = np.concatenate(
+            [np.arange(c * chunk_rows, min(n, (c + 1) * chunk_rows)) for c in chunks]
+        )
         yield rows, torch.randperm(len(rows), generator=gen)
 
 
