@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+import yaml
+from conftest import ROOT, copy_workflow, snakemake, write_tiny
 from test_image_folder import write_folder
 
 from calex_steps.errors import CalexError
@@ -21,7 +23,7 @@ from calex_steps.stages.cache_features import run_cache_features
 from calex_steps.stages.import_backbone import run_import_backbone
 from calex_steps.stages.prepare_dataset import run_prepare_dataset
 from calex_steps.stages.probe_coarse import run_probe_coarse
-from calex_steps.workflow.config import IMAGENET_NORMALIZATION
+from calex_steps.workflow.config import IMAGENET_NORMALIZATION, needs_probe, validate_config
 
 ARCHS = ("resnet18", "resnet50", "mobilenet_v3_large", "efficientnet_b0", "convnext_tiny")
 PROBE = {"epochs": 3, "batch_size": 16, "lr": 0.05, "momentum": 0.9, "weight_decay": 0, "seed": 0}
@@ -125,3 +127,44 @@ def test_imagenet_head_gets_a_probe_and_a_224_folder_reaches_the_cache(tmp_path)
     with h5py.File(tmp_path / "features.h5") as f:
         assert f["test/logits"].shape == (6, 3)
         assert f["train/feat1"].attrs["h"] == 28  # layer2 of a 224 input: 28×28
+
+
+def test_torchvision_normalization_defaults_and_new_head_selects_the_probe():
+    cfg = yaml.safe_load((ROOT / "workflow_config.yaml").read_text())
+    cfg["backbones"] = {"tv": {"arch": "torchvision:resnet50", "checkpoint": "w.pth",
+                               "new_head": True}}  # fmt: skip
+    cfg["study"]["backbones"] = ["tv"]
+    full = validate_config(cfg)
+    assert full["backbones"]["tv"]["normalization"] == IMAGENET_NORMALIZATION
+    assert needs_probe({"source": "image_folder"}, full["backbones"]["tv"])
+    assert not needs_probe({"source": "image_folder"}, {**full["backbones"]["tv"], "new_head": 0})
+    cfg["backbones"] = {"tv": {"arch": "resnet18"}}
+    with pytest.raises(CalexError, match="backbones.tv.normalization is missing"):
+        validate_config(cfg)
+
+
+@pytest.mark.slow
+def test_user_folder_at_224_with_a_resnet50_file_plans_and_runs_the_first_stages(tmp_path):
+    work = copy_workflow(tmp_path / "wf")
+    write_folder(work / "data" / "mine", {"train": 2, "test": 2}, sizes=(224, 300))
+    weights = _checkpoint(work / "data", "torchvision:resnet50", 0.125, 1000)
+    write_tiny(
+        work,
+        {
+            "study.datasets": ["mine"],
+            "study.backbones": ["tv50"],
+            "datasets.mine": {"source": "image_folder", "root": "data/mine", "image_size": 224,
+                              "val_from": "test", "val_size": 3},
+            "backbones.tv50": {"arch": "torchvision:resnet50", "width": 0.125,
+                               "checkpoint": str(weights), "new_head": True,
+                               "attach_points": ["layer1", "layer2", "layer3"]},
+        },
+    )  # fmt: skip
+    plan = snakemake(work, "-n")
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    assert "import_backbone" in plan.stdout and "probe_coarse" in plan.stdout
+    assert "pretrain_backbone" not in plan.stdout
+    done = snakemake(work, "results/mine/tv50/features.h5")
+    assert done.returncode == 0, done.stderr[-3000:]
+    with h5py.File(work / "results/mine/tv50/features.h5") as f:
+        assert f["test/logits"].shape == (3, 3) and f["train/feat1"].attrs["h"] == 56
