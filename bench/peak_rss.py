@@ -5,8 +5,8 @@
 Writes ``--images`` synthetic JPEGs (size×size, 10 classes, 80% train / 10%
 val / 10% test; the pixels are seeded noise around a class colour, not a real
 dataset) as an image folder, then runs prepare_dataset, pretrain_backbone (one
-epoch), import_backbone (a random torchvision ResNet-18 checkpoint with a
-1000-class head), probe_coarse and cache_features on it, each under
+epoch), import_backbone (a random torchvision ResNet-18 checkpoint, width
+0.125, with a 1000-class head), probe_coarse and cache_features on it, each under
 ``/usr/bin/time -v``, and prints every stage's peak resident memory. The same
 again with twice the images shows whether a stage's memory grows with the
 dataset (it should not: only with the batch and the shuffling window).
@@ -32,7 +32,7 @@ CLASSES = 10
 SPLITS = (("train", 0.8), ("val", 0.1), ("test", 0.1))
 BACKBONE = {
     "arch": "torchvision:resnet18",
-    "width": 0.25,
+    "width": 0.125,
     "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3},
     "new_head": True,
 }
