@@ -39,6 +39,8 @@ def run_prepare_dataset(dataset: str, settings: dict, out: str | Path, workers: 
     for name in SPLITS:
         log.info(describe_split(name, splits[name], attrs["num_classes"]))
     log.info("validation split taken from: %s", attrs["val_source"])
+    shape = tuple(splits["test"]["images"].shape[1:])
+    log.info("images stored as uint8 %s (H×W×RGB)", "×".join(str(v) for v in shape))
     write_prepared(out, splits, attrs)
     log.info("wrote %s", out)
     return attrs
