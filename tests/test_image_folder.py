@@ -79,6 +79,15 @@ def test_decode_resizes_the_shorter_side_then_crops_the_centre(tmp_path):
     assert out[:, 2:14].min() > 200  # the centre square is the white band
 
 
+def test_sixteen_bit_grey_keeps_its_top_eight_bits(tmp_path):
+    ramp = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 16).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+    out = image_folder.decode_file(str(tmp_path / "deep.png"), 64, 64)
+    assert out.shape == (64, 64, 3) and out.dtype == np.uint8
+    assert (out[..., 0] == (ramp // 256)).all() and (out[..., 1] == out[..., 0]).all()
+
+
 def test_missing_val_folder_carves_a_stratified_seeded_val_split(folder, tmp_path):
     cfg = settings(folder, val_from="train", val_size=6, split_seed=3)
     run_prepare_dataset("mine", cfg, tmp_path / "a.h5")

@@ -141,8 +141,9 @@ def decode_file(path: str, image_size: int, resize: int) -> np.ndarray:
 
     with Image.open(path) as im:
         im.load()
-        if im.mode in ("I;16", "I;16B", "I", "F"):
-            im = im.point(lambda v: v / 256 if im.mode != "F" else v).convert("L")
+        if im.mode.startswith(("I", "F")):  # 16-bit or 32-bit grey: keep the top 8 bits
+            wide = np.asarray(im, dtype=np.float64)
+            im = Image.fromarray((wide / 256 if wide.max() > 255 else wide).astype(np.uint8))
         rgb = im.convert("RGB")
     w, h = rgb.size
     scale = resize / min(w, h)
