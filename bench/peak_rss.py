@@ -71,7 +71,7 @@ def timed(stage: str, args: list[str]) -> tuple[float, float]:
     return kb / 1024, wall
 
 
-def run_stages(work: Path, n: int, size: int) -> dict[str, tuple[float, float]]:
+def run_stages(work: Path, n: int, size: int, only=()) -> dict[str, tuple[float, float]]:
     """All measured stages on a fresh folder of ``n`` images; {stage: (MiB, seconds)}."""
     folder, out = work / f"folder{n}", work / f"run{n}"
     out.mkdir(parents=True, exist_ok=True)
@@ -104,6 +104,8 @@ def run_stages(work: Path, n: int, size: int) -> dict[str, tuple[float, float]]:
     }  # fmt: skip
     results = {}
     for stage, args in steps.items():
+        if only and stage not in only:
+            continue
         results[stage] = timed(stage, args)
         mib, secs = results[stage]
         print(f"  {n:>6} images  {stage:<18} {mib:8.0f} MiB {secs:7.0f} s", flush=True)
@@ -116,9 +118,10 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, default=96)
     p.add_argument("--work", type=Path, default=Path("/tmp/calex-peak-rss"))
     p.add_argument("--no-double", action="store_true", help="skip the run on twice the images")
+    p.add_argument("--stages", nargs="*", default=[], help="measure only these (after a full run)")
     a = p.parse_args(argv)
     sizes = [a.images] if a.no_double else [a.images, 2 * a.images]
-    table = {n: run_stages(a.work, n, a.size) for n in sizes}
+    table = {n: run_stages(a.work, n, a.size, a.stages) for n in sizes}
     print(f"\npeak RSS per stage (MiB), {a.size}×{a.size} synthetic JPEG folder, 2 threads")
     print(f"{'stage':<18}" + "".join(f"{n:>12,}" for n in sizes))
     for stage in table[sizes[0]]:

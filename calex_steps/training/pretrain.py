@@ -48,9 +48,13 @@ def _read_rows(images, rows: np.ndarray) -> torch.Tensor:
     """Sorted rows of ``images`` (tensor or HDF5 dataset), read as contiguous runs."""
     if torch.is_tensor(images):
         return images[torch.from_numpy(rows)]
+    out = torch.empty((len(rows), *images.shape[1:]), dtype=torch.uint8)  # one window, once
     breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-    runs = np.split(rows, breaks)
-    return torch.cat([as_uint8_tensor(images[r[0] : r[-1] + 1]) for r in runs])
+    pos = 0
+    for run in np.split(rows, breaks):
+        out[pos : pos + len(run)] = as_uint8_tensor(images[run[0] : run[-1] + 1])
+        pos += len(run)
+    return out
 
 
 def _augment(x, settings, gen):
@@ -92,4 +96,5 @@ def train_epoch(
             optimizer.step()
             total_loss += loss.item() * len(idx)
             correct += (logits.argmax(1) == y).sum().item()
+        del pixels  # free this window before the next one is read: one window at a time
     return total_loss / n, correct / n
