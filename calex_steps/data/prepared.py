@@ -52,15 +52,16 @@ def image_chunk_rows(shape: tuple[int, ...]) -> int:
 
 
 def _write_images(group, images) -> None:
-    """The ``images`` dataset, chunked by whole images; streamed when ``images`` has batches."""
+    """The ``images`` dataset; streamed batch by batch into chunks of whole images when
+    ``images`` has batches (an image folder), written at once otherwise."""
     shape = tuple(images.shape)
     if shape[0] == 0:
         group.create_dataset("images", data=np.zeros(shape, dtype=np.uint8))
         return
-    chunks = (image_chunk_rows(shape), *shape[1:])
-    if not hasattr(images, "batches"):
-        group.create_dataset("images", data=images, chunks=chunks)
+    if not hasattr(images, "batches"):  # already in memory: one contiguous dataset, as always
+        group.create_dataset("images", data=images)
         return
+    chunks = (image_chunk_rows(shape), *shape[1:])
     ds = group.create_dataset("images", shape=shape, dtype=np.uint8, chunks=chunks)
     for start, batch in images.batches():
         ds[start : start + len(batch)] = batch
