@@ -12,7 +12,7 @@ rule prepare_dataset:
         "benchmarks/prepare_dataset/{dataset}.tsv"
     conda:
         "../envs/calex.yaml"
-    threads: 1
+    threads: 2
     resources:
         mem_mb=lambda w: estimate.prepare_mem_mb(CFG, w.dataset),
         disk_mb=lambda w: estimate.prepared_disk_mb(CFG, w.dataset),
@@ -21,4 +21,4 @@ rule prepare_dataset:
         settings=lambda w: as_json(dataset_cfg(w)),
     shell:
         "python -m calex_steps.stages.prepare_dataset --dataset {wildcards.dataset}"
-        " --settings {params.settings:q} --out {output} > {log} 2>&1"
+        " --settings {params.settings:q} --workers {threads} --out {output} > {log} 2>&1"

@@ -8,8 +8,8 @@ from calex_steps.workflow.config import (
 
 
 def probe_input(wildcards):
-    """The coarse probe is the backbone's classifier on hierarchical datasets only."""
-    if needs_probe(dataset_cfg(wildcards)):
+    """The probe is the classifier on hierarchical datasets and for a replaced head only."""
+    if needs_probe(dataset_cfg(wildcards), backbone_cfg(wildcards)):
         return f"{RESULTS}/{wildcards.dataset}/{wildcards.backbone}/probe.pt"
     return []
 

@@ -123,7 +123,7 @@ def test_unknown_arch_lists_known_ones():
     with pytest.raises(CalexError, match="no classification model 'not_a_net'"):
         build_backbone("torchvision:not_a_net")
     with pytest.raises(CalexError, match="set width: 1.0"):
-        build_backbone("torchvision:resnet18", width=0.5)
+        build_backbone("torchvision:efficientnet_b0", width=0.5)
 
 
 def test_torchvision_arch_by_name_builds_and_taps():

@@ -1,8 +1,10 @@
 """``prepared.h5``: the one uniform file every source becomes (docs/formats.md).
 
-Three splits of uint8 images N×H×W×3 (RGB, HWC) with task labels, fine
-labels and the index of each sample in its original source split, plus root
-attributes saying where they came from.
+Three splits of uint8 images N×H×W×3 (RGB, HWC, any H = W) with task labels,
+fine labels and the index of each sample in its original source split, plus
+root attributes saying where they came from. Images are stored in chunks of
+about ``CHUNK_BYTES``, written batch by batch and read back the same way
+(``image_chunk_rows``), so no stage needs a whole split in memory.
 """
 
 from __future__ import annotations
@@ -17,11 +19,17 @@ from calex_steps.errors import CalexError
 from calex_steps.io import atomic_path
 
 SPLITS = ("train", "val", "test")
+CHUNK_BYTES = 1 << 20  # about 1 MiB of pixels per HDF5 chunk
 _JSON_ATTRS = ("class_names", "fine_class_names", "settings")
 
 
 def write_prepared(path: str | Path, splits: dict[str, dict[str, np.ndarray]], attrs: dict) -> None:
-    """Write ``prepared.h5`` (docs/formats.md) atomically; lists and dicts become JSON."""
+    """Write ``prepared.h5`` (docs/formats.md) atomically; lists and dicts become JSON.
+
+    ``splits[split]["images"]`` is an array, or an object with ``shape`` and
+    ``batches()`` yielding ``(start, uint8 batch)`` (``FolderImages``): it is
+    then written batch by batch and never held whole.
+    """
     import h5py
 
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
@@ -31,7 +39,32 @@ def write_prepared(path: str | Path, splits: dict[str, dict[str, np.ndarray]], a
         for split in SPLITS:
             group = f.create_group(split)
             for name, arr in splits[split].items():
-                group.create_dataset(name, data=arr)
+                if name == "images":
+                    _write_images(group, arr)
+                else:
+                    group.create_dataset(name, data=arr)
+
+
+def image_chunk_rows(shape: tuple[int, ...]) -> int:
+    """Images per HDF5 chunk: about ``CHUNK_BYTES`` of pixels, at least one image."""
+    n, per_image = shape[0], int(np.prod(shape[1:]))
+    return max(1, min(n, CHUNK_BYTES // max(per_image, 1)))
+
+
+def _write_images(group, images) -> None:
+    """The ``images`` dataset; streamed batch by batch into chunks of whole images when
+    ``images`` has batches (an image folder), written at once otherwise."""
+    shape = tuple(images.shape)
+    if shape[0] == 0:
+        group.create_dataset("images", data=np.zeros(shape, dtype=np.uint8))
+        return
+    if not hasattr(images, "batches"):  # already in memory: one contiguous dataset, as always
+        group.create_dataset("images", data=images)
+        return
+    chunks = (image_chunk_rows(shape), *shape[1:])
+    ds = group.create_dataset("images", shape=shape, dtype=np.uint8, chunks=chunks)
+    for start, batch in images.batches():
+        ds[start : start + len(batch)] = batch
 
 
 def read_prepared(path: str | Path, split: str) -> dict[str, np.ndarray]:

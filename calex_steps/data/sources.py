@@ -16,21 +16,24 @@ from calex_steps.data.archives import (
     read_cifar100_python,
     read_cinic10,
 )
+from calex_steps.data.image_folder import read_image_folder, required_paths
 from calex_steps.data.splits import three_splits
 from calex_steps.data.synthetic import SYNTHETIC_DEFAULTS, make_synthetic
 from calex_steps.errors import CalexError
 
-SOURCES = ("synthetic", "cifar100_coarse", "cifar10", "cinic10")
+SOURCES = ("synthetic", "cifar100_coarse", "cifar10", "cinic10", "image_folder")
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
 CINIC_URL = "https://datashare.ed.ac.uk/handle/10283/3192"
 
 
-def _required_files(source: str, root: Path) -> list[Path]:
+def _required_files(source: str, root: Path, settings: dict | None = None) -> list[Path]:
     """Paths that must exist for a real source."""
     if source == "cifar100_coarse":
         return [root / name for name in ("train", "test", "meta")]
     if source == "cifar10":
         return [root / name for name in (*CIFAR10_BATCHES, "test_batch", "batches.meta")]
+    if source == "image_folder":
+        return required_paths(settings)
     return [root / name for name in ("train", "valid", "test")]
 
 
@@ -45,9 +48,15 @@ def check_source(settings: dict) -> str | None:
     if source == "synthetic":
         return None
     root = Path(settings.get("root", ""))
-    missing = [p for p in _required_files(source, root) if not p.exists()]
+    missing = [p for p in _required_files(source, root, settings) if not p.exists()]
     if not missing:
         return None
+    if source == "image_folder":
+        return (
+            f"image folder {missing[0]} does not exist; put the images at "
+            "<root>/<split>/<class>/<image> (or <root>/<class>/<image> with layout: "
+            "single_folder), or fix datasets.<key>.root / folders"
+        )
     if source == "cinic10":
         return (
             f"CINIC-10 not found: expected the folder {missing[0]} (with train/, valid/, test/ "
@@ -92,13 +101,15 @@ def _download(source: str, root: Path) -> None:
         ) from exc
 
 
-def prepare(settings: dict) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
+def prepare(settings: dict, workers: int = 0) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
     """Build the train/val/test splits of one configured dataset.
 
     ``settings`` is the ``datasets.<key>`` subtree (``source`` plus, for the
     synthetic set, ``n_train``, ``n_val``, ``n_test``, ``num_coarse``,
     ``fine_per_coarse``, ``seed``). Returns ``(splits, attrs)``; ``attrs``
-    holds every root attribute of ``prepared.h5`` except ``dataset``.
+    holds every root attribute of ``prepared.h5`` except ``dataset``. For
+    ``image_folder`` the ``images`` of each split are decoded lazily
+    (``data.image_folder.FolderImages``) by ``workers`` DataLoader workers.
     """
     message = check_source(settings)
     if message is not None:
@@ -108,6 +119,10 @@ def prepare(settings: dict) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
         kw = {k: int(settings.get(k, v)) for k, v in SYNTHETIC_DEFAULTS.items()}
         splits, names, fine_names = make_synthetic(**kw)
         val_source, split_seed = "generated", kw["seed"]
+    elif source == "image_folder":
+        splits, names, val_source = read_image_folder(settings, workers)
+        fine_names = names
+        split_seed = int(settings.get("split_seed", 0))
     else:
         root = Path(settings["root"])
         if source != "cinic10" and settings.get("download", False):

@@ -9,7 +9,10 @@ Three families are built by name through ``build_backbone``:
   16/32/64 channels, parameter-free zero-padding shortcuts, final ``linear``).
   Module names match the public CIFAR-10 checkpoints of this family.
 - ``torchvision:<name>``: any torchvision classification model, built without
-  weights (bring your own checkpoint: ``models.checkpoints.load_weights``).
+  weights (bring your own checkpoint: ``models.checkpoints.load_weights``);
+  ``width`` narrows the torchvision ResNets only. Attach points are module
+  names; ``python -m calex_steps.models.backbones --list-attach-points
+  torchvision:<name>`` lists them (``models.attach_points``).
 
 This module only builds networks and finds modules in them by name; loading
 weights is ``models.checkpoints``, running them ``models.inference``.
@@ -176,12 +179,37 @@ def _build_torchvision(name: str, width: float, num_classes: int) -> nn.Module:
         raise CalexError(
             f"torchvision has no classification model '{name}'; use one of: {', '.join(available)}"
         )
-    if width != 1.0:
+    model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+    if width == 1.0:
+        return model
+    if not isinstance(model, torchvision.models.ResNet):
         raise CalexError(
-            f"width {width} applies only to calex's CIFAR ResNets; "
+            f"width {width} applies to calex's CIFAR ResNets and torchvision ResNets only; "
             f"set width: 1.0 for '{TORCHVISION_PREFIX}{name}'"
         )
-    return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+    return _narrow_resnet(model, width, num_classes)
+
+
+def _narrow_resnet(model: nn.Module, width: float, num_classes: int) -> nn.Module:
+    """A torchvision ResNet rebuilt with every stage's channels (and the stem's) scaled by
+    ``width``: same class, same module names, so checkpoints and the cascade split still fit."""
+    from torchvision.models.resnet import BasicBlock as TvBasic
+
+    block = type(model.layer1[0])
+    stem = scale_channels(64, width)
+    model.inplanes = stem
+    model.conv1 = nn.Conv2d(3, stem, kernel_size=7, stride=2, padding=3, bias=False)
+    model.bn1 = nn.BatchNorm2d(stem)
+    for i, planes in enumerate((64, 128, 256, 512)):
+        depth = len(getattr(model, f"layer{i + 1}"))
+        layer = model._make_layer(block, scale_channels(planes, width), depth, stride=min(i, 1) + 1)
+        setattr(model, f"layer{i + 1}", layer)
+    expansion = 1 if block is TvBasic else 4
+    model.fc = nn.Linear(scale_channels(512, width) * expansion, num_classes)
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    return model
 
 
 def build_backbone(arch: str, width: float = 1.0, num_classes: int = 10) -> nn.Module:
@@ -244,3 +272,9 @@ def resolve_module(model: nn.Module, name: str) -> nn.Module:
         f"attach point '{name}' is not a module of {type(model).__name__}; "
         f"valid names {where}: {', '.join(children)}"
     )
+
+
+if __name__ == "__main__":
+    from calex_steps.models.attach_points import main
+
+    raise SystemExit(main())

@@ -82,6 +82,25 @@ def load_weights(model: nn.Module, path_or_state_dict: str | PathLike | Mapping)
     return model
 
 
+def checkpoint_classes(path) -> int | None:
+    """Outputs of a user checkpoint's classifier (the last 2-d ``*.weight`` whose name
+    says fc, linear, classifier or head), or None when it cannot tell."""
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+        state = _extract_state_dict(raw, str(path))
+    except Exception:  # load_weights reports an unreadable file in one line
+        return None
+    heads = [
+        v
+        for k, v in state.items()
+        if k.endswith(".weight") and v.dim() == 2 and k.split(".")[0] in _HEAD_NAMES
+    ]
+    return int(heads[-1].shape[0]) if heads else None
+
+
+_HEAD_NAMES = ("fc", "linear", "classifier", "head", "heads")
+
+
 def load_checkpoint(path) -> dict:
     """A calex checkpoint dict, with a clear error when the file is not one."""
     try:

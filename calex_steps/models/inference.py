@@ -3,8 +3,10 @@ penultimate features, and the per-batch entries of the feature cache."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -79,23 +81,36 @@ def preprocess(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]
     return ((x - m) / s).contiguous()
 
 
+def as_uint8_tensor(rows) -> torch.Tensor:
+    """Rows read from a tensor or from an HDF5 dataset / numpy array, as a uint8 tensor."""
+    return rows if torch.is_tensor(rows) else torch.from_numpy(np.ascontiguousarray(rows))
+
+
+def _batches(images, batch_size: int) -> Iterator[tuple[int, torch.Tensor]]:
+    """(start, uint8 batch) over ``images``: a tensor, or an HDF5 dataset read slice by slice."""
+    for start in range(0, len(images), batch_size):
+        yield start, as_uint8_tensor(images[start : start + batch_size])
+
+
 @torch.no_grad()
-def evaluate(model, images, labels, norm, device, batch_size: int = 512) -> float:
-    """Top-1 accuracy of ``model`` (in eval mode) on uint8 images."""
+def evaluate(model, images, labels, norm, device, batch_size: int = 256) -> float:
+    """Top-1 accuracy of ``model`` (in eval mode) on uint8 images (a tensor or an HDF5
+    dataset, read one batch at a time)."""
     model.eval()
     correct = 0
-    for start in range(0, len(images), batch_size):
-        x = preprocess(images[start : start + batch_size].to(device), norm["mean"], norm["std"])
-        correct += (model(x).argmax(1).cpu() == labels[start : start + batch_size]).sum().item()
+    for start, batch in _batches(images, batch_size):
+        x = preprocess(batch.to(device), norm["mean"], norm["std"])
+        correct += (model(x).argmax(1).cpu() == labels[start : start + len(batch)]).sum().item()
     return correct / max(len(images), 1)
 
 
 @torch.no_grad()
-def penultimate_features(model, images: torch.Tensor, norm: dict, device, batch_size: int = 512):
-    """Frozen penultimate features (N×F, float32, on ``device``) of uint8 images."""
+def penultimate_features(model, images, norm: dict, device, batch_size: int = 256):
+    """Frozen penultimate features (N×F, float32, on ``device``) of uint8 images (a tensor
+    or an HDF5 dataset, read one batch at a time)."""
     chunks = []
-    for start in range(0, len(images), batch_size):
-        x = preprocess(images[start : start + batch_size].to(device), norm["mean"], norm["std"])
+    for _, batch in _batches(images, batch_size):
+        x = preprocess(batch.to(device), norm["mean"], norm["std"])
         chunks.append(run_with_taps(model, x, [])[1])
     return torch.cat(chunks)
 
@@ -112,6 +127,28 @@ def extract_batch(model, classifier, images, norm, attach, device):
         d, h, w = fmap.shape[1:]
         entries.append(pack_gram(fmap) if use_gram(d, h, w) else fmap)
     return [e.float().cpu().numpy() for e in entries], logits.float().cpu().numpy(), feats
+
+
+@contextlib.contextmanager
+def open_split(path, split: str, label_key: str):
+    """``(images, labels)`` of one split of ``prepared.h5`` without reading the pixels: the
+    images stay an HDF5 dataset (uint8 N×H×W×3, sliced batch by batch), the labels a tensor."""
+    import h5py
+
+    read_arrays(path, split, ())  # one-line errors for a missing file or split
+    with h5py.File(path, "r") as f:
+        if "images" not in f[split] or label_key not in f[split]:
+            raise CalexError(f"{path} split '{split}' lacks images or {label_key}; rerun prepare")
+        yield f[split]["images"], torch.from_numpy(f[split][label_key][()])
+
+
+def image_size(path) -> int:
+    """Side of the prepared images (32 for the CIFAR sources)."""
+    import h5py
+
+    read_arrays(path, "test", ())  # one-line errors for a missing file or split
+    with h5py.File(path, "r") as f:
+        return int(f["test"]["images"].shape[1])
 
 
 def load_split(path, split: str, label_key: str) -> tuple[torch.Tensor, torch.Tensor]:

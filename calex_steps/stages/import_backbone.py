@@ -8,7 +8,10 @@ The user's state dict is loaded strictly into the configured architecture
 accuracy is measured on the prepared validation and test splits, and written
 into a calex ``backbone.pt`` like the one pretraining writes. When the
 validation samples were carved from the official test split, the accuracy on
-the whole official test split (validation + test) is reported too.
+the whole official test split (validation + test) is reported too. A checkpoint
+with other classes than the dataset (ImageNet weights on a user's folder) keeps
+its own head here when ``new_head`` is set; the ``probe_coarse`` rule then fits
+the dataset's linear classifier on its frozen penultimate features.
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ from calex_steps.cli import (
 )
 from calex_steps.data.files import sha256_file
 from calex_steps.data.prepared import read_prepared_attrs
+from calex_steps.errors import CalexError
 from calex_steps.models.backbones import build_backbone
-from calex_steps.models.checkpoints import load_weights, save_checkpoint
-from calex_steps.models.inference import evaluate, load_split
+from calex_steps.models.checkpoints import checkpoint_classes, load_weights, save_checkpoint
+from calex_steps.models.inference import evaluate, image_size, open_split
 
 log = logging.getLogger("calex")
 
@@ -36,26 +40,36 @@ def run_import_backbone(data, backbone: dict, checkpoint, device: str, out) -> d
     dev = resolve_device(device)
     attrs = read_prepared_attrs(data)
     num_classes = int(attrs["num_fine_classes"])
-    model = build_backbone(backbone["arch"], backbone.get("width", 1.0), num_classes)
+    own_classes = _head_classes(backbone, checkpoint, num_classes)
+    model = build_backbone(backbone["arch"], backbone.get("width", 1.0), own_classes)
     load_weights(model, checkpoint)
     model.eval().requires_grad_(False).to(dev)
     norm = backbone["normalization"]
-    counts, accs = {}, {}
-    for split in ("val", "test"):
-        images, labels = load_split(data, split, "fine_labels")
-        accs[split] = evaluate(model, images, labels, norm, dev)
-        counts[split] = len(labels)
-        log.info("backbone accuracy on %s: %.4f (%d images)", split, accs[split], counts[split])
     fields = {
         "arch": backbone["arch"],
         "width": backbone.get("width", 1.0),
-        "num_classes": num_classes,
+        "num_classes": own_classes,
         "normalization": norm,
-        "val_acc": accs["val"],
-        "test_acc": accs["test"],
+        "input_size": image_size(data),
         "source_checkpoint": str(checkpoint),
         "source_sha256": sha256_file(checkpoint),
     }
+    if own_classes != num_classes:
+        log.info(
+            "the checkpoint's head has %d classes, the dataset %d: probe_coarse fits a new "
+            "linear head on the frozen features; its accuracy is the backbone's",
+            own_classes,
+            num_classes,
+        )
+        fields.update(val_acc=float("nan"), test_acc=float("nan"), new_head=True)
+        return save_checkpoint(out, model, **fields)
+    counts, accs = {}, {}
+    for split in ("val", "test"):
+        with open_split(data, split, "fine_labels") as (images, labels):
+            accs[split] = evaluate(model, images, labels, norm, dev)
+        counts[split] = len(labels)
+        log.info("backbone accuracy on %s: %.4f (%d images)", split, accs[split], counts[split])
+    fields.update(val_acc=accs["val"], test_acc=accs["test"])
     if attrs.get("val_source") == "test":
         whole = (accs["val"] * counts["val"] + accs["test"] * counts["test"]) / sum(counts.values())
         fields["official_test_acc"] = whole
@@ -66,6 +80,21 @@ def run_import_backbone(data, backbone: dict, checkpoint, device: str, out) -> d
         )
     ckpt = save_checkpoint(out, model, **fields)
     return ckpt
+
+
+def _head_classes(backbone: dict, checkpoint, num_classes: int) -> int:
+    """Outputs of the checkpoint's own classifier; they must be the dataset's classes
+    unless ``new_head`` asks for a new linear head fitted on the frozen features."""
+    own = checkpoint_classes(checkpoint)
+    if own is None or own == num_classes:
+        return num_classes
+    if not backbone.get("new_head", False):
+        raise CalexError(
+            f"{checkpoint} classifies {own} classes but the dataset has {num_classes}; set "
+            "new_head: true in its backbones.<key> entry to fit a new linear head on the "
+            "frozen features (probe settings)"
+        )
+    return own
 
 
 def build_parser():

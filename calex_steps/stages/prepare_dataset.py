@@ -27,17 +27,20 @@ def describe_split(name: str, split: dict[str, np.ndarray], num_classes: int) ->
     )
 
 
-def run_prepare_dataset(dataset: str, settings: dict, out: str | Path) -> dict:
+def run_prepare_dataset(dataset: str, settings: dict, out: str | Path, workers: int = 0) -> dict:
     """Prepare ``dataset`` from ``settings`` and write ``out``; returns the root attributes.
 
     A missing source raises ``CalexError`` before anything is written, and an
-    existing ``out`` is only replaced once the new file is complete.
+    existing ``out`` is only replaced once the new file is complete. ``workers``
+    DataLoader processes decode the images of an image folder (0 = this process).
     """
-    splits, attrs = prepare(settings)
+    splits, attrs = prepare(settings, workers)
     attrs = {"dataset": dataset, **attrs}
     for name in SPLITS:
         log.info(describe_split(name, splits[name], attrs["num_classes"]))
     log.info("validation split taken from: %s", attrs["val_source"])
+    shape = tuple(splits["test"]["images"].shape[1:])
+    log.info("images stored as uint8 %s (H×W×RGB)", "×".join(str(v) for v in shape))
     write_prepared(out, splits, attrs)
     log.info("wrote %s", out)
     return attrs
@@ -49,6 +52,9 @@ def build_parser():
     p.add_argument("--dataset", required=True, help="dataset key (the datasets.<key> entry)")
     p.add_argument("--settings", required=True, help="JSON of the datasets.<key> subtree")
     p.add_argument("--out", required=True, help="output file, results/<key>/prepared.h5")
+    p.add_argument(
+        "--workers", type=int, default=0, help="image decoding processes (image folders)"
+    )
     return p
 
 
@@ -56,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: 0 on success, 1 on a CalexError (printed as one line)."""
 
     def run(a) -> None:
-        run_prepare_dataset(a.dataset, parse_json_arg(a.settings), a.out)
+        run_prepare_dataset(a.dataset, parse_json_arg(a.settings), a.out, a.workers)
 
     return stage_main(build_parser, run, argv)
 

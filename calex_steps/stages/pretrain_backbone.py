@@ -27,7 +27,7 @@ from calex_steps.cli import (
 from calex_steps.data.prepared import read_prepared_attrs
 from calex_steps.models.backbones import build_backbone
 from calex_steps.models.checkpoints import save_checkpoint
-from calex_steps.models.inference import evaluate, load_split
+from calex_steps.models.inference import evaluate, image_size, open_split
 from calex_steps.training.loops import cosine_lr, set_lr
 from calex_steps.training.pretrain import train_epoch
 from calex_steps.training.scratch import drop_scratch, load_scratch, save_scratch
@@ -51,7 +51,33 @@ def run_pretrain_backbone(
     torch.manual_seed(settings["seed"])
     dev = resolve_device(device)
     num_classes = int(read_prepared_attrs(data)["num_fine_classes"])
-    train_x, train_y = load_split(data, "train", "fine_labels")
+    with open_split(data, "train", "fine_labels") as (train_x, train_y):
+        model = _train(backbone, num_classes, train_x, train_y, settings, dev, out, on_epoch_end)
+    norm = backbone["normalization"]
+    accs = {}
+    for split in ("val", "test"):
+        with open_split(data, split, "fine_labels") as (images, labels):
+            accs[split] = evaluate(model, images, labels, norm, dev)
+    log.info("val_acc %.4f test_acc %.4f", accs["val"], accs["test"])
+    fields = {
+        "arch": backbone["arch"],
+        "width": backbone["width"],
+        "num_classes": num_classes,
+        "normalization": norm,
+        "input_size": image_size(data),
+        "val_acc": accs["val"],
+        "test_acc": accs["test"],
+        "settings": settings,
+        "seed": settings["seed"],
+        "epochs": settings["epochs"],
+    }
+    ckpt = save_checkpoint(out, model, **fields)
+    drop_scratch(out)
+    return ckpt
+
+
+def _train(backbone, num_classes, train_x, train_y, settings, dev, out, on_epoch_end):
+    """The epochs of pretraining, resumed from the scratch checkpoint when there is one."""
     model = build_backbone(backbone["arch"], backbone["width"], num_classes).to(dev)
     optimizer = torch.optim.SGD(
         model.parameters(),
@@ -102,25 +128,7 @@ def run_pretrain_backbone(
         )
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1)
-    accs = {
-        split: evaluate(model, *load_split(data, split, "fine_labels"), norm, dev)
-        for split in ("val", "test")
-    }
-    log.info("val_acc %.4f test_acc %.4f", accs["val"], accs["test"])
-    fields = {
-        "arch": backbone["arch"],
-        "width": backbone["width"],
-        "num_classes": num_classes,
-        "normalization": norm,
-        "val_acc": accs["val"],
-        "test_acc": accs["test"],
-        "settings": settings,
-        "seed": settings["seed"],
-        "epochs": settings["epochs"],
-    }
-    ckpt = save_checkpoint(out, model, **fields)
-    drop_scratch(out)
-    return ckpt
+    return model
 
 
 def build_parser():

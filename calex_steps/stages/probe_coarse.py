@@ -3,8 +3,10 @@
     python -m calex_steps.stages.probe_coarse --data results/D/prepared.h5 \
         --backbone results/D/B/backbone.pt --settings JSON --device auto --out results/D/B/probe.pt
 
-The backbone pretrained on fine labels; the probe (SPEC section 3) is the
-classifier every later stage uses. Penultimate features are computed once.
+The backbone pretrained on fine labels, or an imported checkpoint's head has
+other classes than the dataset (``new_head``); the probe (SPEC section 3) is
+the classifier every later stage uses. Penultimate features are computed once,
+streaming the images batch by batch.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from calex_steps.cli import (
 from calex_steps.data.files import sha256_file
 from calex_steps.data.prepared import read_prepared_attrs
 from calex_steps.models.checkpoints import load_frozen_backbone, save_checkpoint
-from calex_steps.models.inference import load_split, penultimate_features
+from calex_steps.models.inference import open_split, penultimate_features
 from calex_steps.training.probe import fit_linear
 
 log = logging.getLogger("calex")
@@ -36,8 +38,8 @@ def run_probe_coarse(data, backbone_path, settings: dict, device: str, out) -> d
     feats, labels = {}, {}
     num_classes = int(read_prepared_attrs(data)["num_classes"])
     for split in ("train", "val", "test"):
-        images, task_labels = load_split(data, split, "labels")
-        feats[split] = penultimate_features(model, images, bb["normalization"], dev)
+        with open_split(data, split, "labels") as (images, task_labels):
+            feats[split] = penultimate_features(model, images, bb["normalization"], dev)
         labels[split] = task_labels.to(dev)
     layer = fit_linear(feats["train"], labels["train"], num_classes, settings)
     with torch.no_grad():

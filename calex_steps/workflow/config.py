@@ -6,6 +6,7 @@ Imported by the Snakefile at parse time, so it must stay light (no torch).
 from __future__ import annotations
 
 import copy
+import json
 from importlib import resources
 from typing import Any
 
@@ -256,12 +257,30 @@ def validate_config(config: dict) -> dict:
         _check_search(name, recipe)
     _fill_defaults(config, schema)
     _check_references(config)
+    _fill_normalization(config)
     for recipe in config["recipes"].values():
         if "branches_from" in recipe:
             recipe["schedule"] = None  # trains nothing: no training rule matches it
     _add_split_datasets(config)
     _resolve_lr_batch_size(config)
     return config
+
+
+IMAGENET_NORMALIZATION = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+"""The input statistics torchvision's ImageNet classifiers are trained with."""
+
+
+def _fill_normalization(config: dict) -> None:
+    """torchvision backbones default to ImageNet statistics; every other arch must say."""
+    for name, backbone in config["backbones"].items():
+        if "normalization" in backbone:
+            continue
+        if not backbone["arch"].startswith("torchvision:"):
+            raise CalexError(
+                f"backbones.{name}.normalization is missing; give the mean and std "
+                f"(R, G, B, on [0, 1] pixels) the {backbone['arch']} weights expect"
+            )
+        backbone["normalization"] = copy.deepcopy(IMAGENET_NORMALIZATION)
 
 
 def resolve_recipe(config: dict, name: str) -> dict:
@@ -337,8 +356,11 @@ def sweep_settings(config: dict, recipe: str, dataset: str, split: int) -> dict:
     return settings
 
 
-def needs_probe(dataset: dict) -> bool:
-    """Whether a dataset's backbone pretrains on fine labels and needs the coarse probe."""
+def needs_probe(dataset: dict, backbone: dict | None = None) -> bool:
+    """Whether the task's classifier is a linear probe on frozen features: the dataset's
+    backbone pretrains on fine labels, or a checkpoint's own head is replaced (new_head)."""
+    if backbone is not None and backbone.get("checkpoint") and backbone.get("new_head"):
+        return True
     return dataset["source"] in HIERARCHICAL_SOURCES
 
 
@@ -357,16 +379,10 @@ def _row_and_children(sub: dict, name: str, described: bool = True):
     else:
         kind = sub.get("type", "")
         kind = " or ".join(kind) if isinstance(kind, list) else kind
-    default = f"`{json_default(sub['default'])}`" if "default" in sub else ""
+    default = f"`{json.dumps(sub['default'])}`" if "default" in sub else ""
     if described or "description" in sub:
         yield name, kind, default, sub.get("description", "").strip()
     yield from _rows(sub, f"{name}.")
-
-
-def json_default(value) -> str:
-    import json
-
-    return json.dumps(value)
 
 
 def reference_markdown() -> str:

@@ -133,13 +133,24 @@ def joint_mem_mb(cfg: dict, dataset: str, backbone: str) -> int:
 
 
 def prepare_mem_mb(cfg: dict, dataset: str) -> int:
-    """RAM of preparing a dataset: its training images as uint8 and float, plus a margin."""
+    """RAM of preparing a dataset: its training images as uint8 and float, plus a margin.
+    An image folder is decoded and written batch by batch: the margin alone."""
+    if cfg["datasets"][dataset]["source"] == "image_folder":
+        return BASE_MB
     return BASE_MB + train_size(cfg, dataset) * PIXELS * 4 // MB
+
+
+def _pixels(cfg: dict, dataset: str) -> int:
+    """Bytes of one prepared image (32×32 RGB; an image folder's image_size)."""
+    settings = cfg["datasets"][dataset]
+    side = settings.get("image_size") if settings["source"] == "image_folder" else None
+    side = side or IMAGE_SIDE
+    return side * side * 3
 
 
 def prepared_disk_mb(cfg: dict, dataset: str) -> int:
     """``prepared.h5``: uint8 images plus three int64 per sample."""
-    return 1 + sum(split_sizes(cfg, dataset).values()) * (PIXELS + 24) // MB
+    return 1 + sum(split_sizes(cfg, dataset).values()) * (_pixels(cfg, dataset) + 24) // MB
 
 
 def backbone_disk_mb(cfg: dict, backbone: str) -> int:
