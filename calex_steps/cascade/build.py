@@ -142,7 +142,8 @@ def build_cascade(run_dir: str | Path | None, margin: float, *, backbone=None, p
             "margin": float(margin), "exit_signal": exit_signal, "arch": bb["arch"],
             "width": bb["width"], "attach_points": attach, "feature_kinds": kinds,
             "stage_macs": meta["stage_macs"], "head_macs": [c["head_macs"] for _, c in loaded],
-            "input_size": 32, "normalization": bb["normalization"]}  # fmt: skip
+            "input_size": int(bb.get("input_size", 32)),
+            "normalization": bb["normalization"]}  # fmt: skip
     cascade = CascadeModel(segments, heads, tail, thr, bb["normalization"]["mean"],
                            bb["normalization"]["std"], names, exit_signal,
                            boost_factor(loaded[0][1]), info, temps, ens,

@@ -137,7 +137,9 @@ def run_cache_features(
             k: str(src.attrs[k]) for k in ("dataset", "source", "settings") if k in src.attrs
         }
         id_attrs = data_attrs if compact == "none" else {**data_attrs, "compact": compact}
-        macs = stage_macs(bb["arch"], bb["width"], num_classes=num_classes, attach_points=attach)
+        side = int(src["test"]["images"].shape[1])  # MACs at the images' own resolution
+        macs = stage_macs(bb["arch"], bb["width"], num_classes=num_classes,
+                          attach_points=attach, input_size=side)  # fmt: skip
         attrs = {
             "dataset": data_attrs.get("dataset", ""),
             "arch": bb["arch"],
