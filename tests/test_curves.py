@@ -107,3 +107,11 @@ def test_reading_status_inside_within_tolerance_and_beyond():
         "measured", "measured", "extrapolated", "missing", "missing",
     ]  # fmt: skip
     assert status[0] == MEASURED and status[2] == EXTRAPOLATED and status[3] == MISSING
+
+
+def test_a_steep_last_segment_continued_stays_a_possible_accuracy():
+    # FR barely moves between the last two margins while accuracy drops: continuing
+    # that segment 0.05 further would go far below zero.
+    acc = interpolate_at_fr([0.60, 0.61], [0.70, 0.40], 0.9, [0.66], tolerance=0.08)
+    assert acc[0] == 0.0
+    assert np.isnan(interpolate_at_fr([0.60, 0.61], [0.70, 0.40], 0.9, [0.75])[0])

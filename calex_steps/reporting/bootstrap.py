@@ -134,7 +134,8 @@ def axis_readings(x, acc, bb, targets, tolerance: float, iso_losses=()) -> dict:
     top = np.zeros((1, x.shape[1]))
     mx, my, count = merge_columns(np.vstack([top, x]), np.vstack([bb[None], acc]))
     low, high = x_range(mx, count)
-    loss = 100.0 * (bb - read_columns(mx, my, count, targets))
+    # an accuracy is in [0, 1]: a steep end segment continued past the last point stays so
+    loss = 100.0 * (bb - np.clip(read_columns(mx, my, count, targets), 0.0, 1.0))
     out = {"loss": (loss, reading_status(targets, low[0], high[0], tolerance)), "reached": high[0]}
     if len(iso_losses):
         curve = 100.0 * (bb - my)

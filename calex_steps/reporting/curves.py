@@ -69,7 +69,8 @@ def interpolate_at_fr(fr, acc, backbone_acc: float, targets, tolerance: float = 
             measured points a target may lie and still be extrapolated.
 
     Returns:
-        Accuracies with the shape of ``targets``, float64; NaN ("—" in the
+        Accuracies with the shape of ``targets``, float64, within [0, 1] even
+        where a steep last segment is continued; NaN ("—" in the
         tables) for a target more than ``tolerance`` outside the range
         [min(0, min fr), max fr].
     """
@@ -79,7 +80,8 @@ def interpolate_at_fr(fr, acc, backbone_acc: float, targets, tolerance: float = 
         raise CalexError(f"got {fr.size} FR values but {acc.size} accuracies; pass one per margin")
     if not (np.all(np.isfinite(fr)) and np.all(np.isfinite(acc)) and np.isfinite(backbone_acc)):
         raise CalexError("FR, accuracy and backbone accuracy must be finite numbers")
-    return interpolate_curve(np.r_[0.0, fr], np.r_[backbone_acc, acc], targets, tolerance)
+    curve = interpolate_curve(np.r_[0.0, fr], np.r_[backbone_acc, acc], targets, tolerance)
+    return np.clip(curve, 0.0, 1.0)  # NaN stays NaN; an extrapolated accuracy stays in [0, 1]
 
 
 # ---- many curves at once: one curve per column --------------------------------------
