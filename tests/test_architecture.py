@@ -140,6 +140,10 @@ def test_readme_stage_table_names_files_that_exist():
         r"`((?:data|models|training|calibration|cascade|reporting)/[\w/.]*)`", table
     ):
         assert (PACKAGE / library.replace("<family>", "pareto")).exists(), library
+    # and the other way round: every stage has its row
+    for stage in sorted(p.stem for p in (PACKAGE / "stages").glob("*.py")):
+        if stage != "__init__" and not stage.startswith("plot_"):
+            assert f"| `{stage}` |" in table, f"README's stage table has no row for {stage}"
 
 
 def test_architecture_map_matches_the_tree():
