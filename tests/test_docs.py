@@ -47,7 +47,7 @@ def test_readme_demo_counts_match_a_dry_run_of_the_demo(tmp_path):
     recipes = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())["study"]["recipes"]
     said_recipes = quoted(r"branches of\s+all (\w+) recipes", quick_start, "README quick start")
     assert as_int(said_recipes) == len(recipes)
-    said_jobs = int(quoted(r"summary:?\s+(\d+) jobs", quick_start, "README quick start"))
+    said_jobs = int(quoted(r"(\d+) jobs\. From a fresh clone", quick_start, "README quick start"))
     assert said_jobs == jobs_of(workdir, "config/demo.yaml")
 
 
