@@ -44,6 +44,8 @@ from calex_steps.models.heads import PrototypeHead
 from calex_steps.models.inference import load_split
 
 log = logging.getLogger("calex")
+# timed apart, the segments should add up to the whole backbone; further off, say so
+SUM_TOLERANCE = 0.10
 HEAD_KINDS = ("augmented", "basic", "basic+cascade")
 SETTINGS_KEYS = ("batch_sizes", "warmup", "timed", "prototypes")
 
@@ -110,6 +112,13 @@ def run_measure_segments(prepared, backbone, probe, features, settings: dict, de
                               scripted.backbone_logits, images, batch, settings["warmup"],
                               settings["timed"])  # fmt: skip
         per_batch[str(batch)] = entry
+        parts = sum(entry["segments_ms"]) + entry["tail_ms"]
+        if abs(parts / entry["backbone_ms"] - 1.0) > SUM_TOLERANCE:
+            log.warning(
+                "batch %d: the segments and tail sum to %.4f ms per sample but the whole "
+                "backbone takes %.4f ms: the predicted latency reduction is off by about %.2f",
+                batch, parts, entry["backbone_ms"], 1.0 - parts / entry["backbone_ms"],
+            )  # fmt: skip
         log.info("batch %d: segments %s ms, tail %.4f ms, backbone %.4f ms per sample", batch,
                  [round(t, 4) for t in entry["segments_ms"]], entry["tail_ms"],
                  entry["backbone_ms"])  # fmt: skip
