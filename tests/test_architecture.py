@@ -124,7 +124,7 @@ def test_code_inputs_follow_the_imports():
 
 
 def _named_paths(text: str) -> set[str]:
-    """Repository paths written in backticks, with ``<family>`` placeholders kept."""
+    """Repository paths written in backticks; a ``<family>`` template stays as written."""
     found = set(re.findall(r"`((?:calex_steps|tests|rules|docs|bench)/[\w/<>.-]+)`", text))
     return {p.rstrip(".") for p in found if "<rule>" not in p and "<module>" not in p}
 

@@ -30,48 +30,21 @@ from calex_steps.cli import (
     stage_parser,
 )
 from calex_steps.data.branch_files import branch_meta, write_branch_outputs
-from calex_steps.data.feature_cache import SPLITS, BranchInputs, cache_id, features_meta
+from calex_steps.data.feature_cache import SPLITS, cache_id, features_meta
 from calex_steps.errors import CalexError
 from calex_steps.models.checkpoints import save_head
 from calex_steps.models.heads import head_macs
 from calex_steps.training.joint import (
+    DEFAULT_MEMORY_MB,
     build_joint,
     exit_cost_fractions,
     fit_joint,
     joint_outputs,
+    open_joint_splits,
     parse_joint_settings,
 )
 from calex_steps.training.joint_search import apply_search
-from calex_steps.training.loops import TensorRows
 from calex_steps.training.scratch import drop_scratch
-
-DEFAULT_MEMORY_MB = 2048.0  # the train splits' float32 features up to this size stay in RAM
-
-
-def load_splits(
-    features_path, num_branches: int, stack: contextlib.ExitStack, memory_mb: float
-) -> tuple[dict[str, dict], list[dict]]:
-    """All L attach points of the cache, open for reading in batches until ``stack`` closes.
-
-    Each attach point's train split is held in RAM when its float32 size is at most
-    ``memory_mb / L``; everything else is read from the file one batch at a time.
-
-    Returns:
-        per split: ``xs`` (L row sources: ``x[idx]`` is a float32 CPU tensor), backbone
-        ``teacher`` logits (N×C), y* (N); and per branch the train split's reader dict
-        (``d``, ``h``, ``w``, ...).
-    """
-    share = memory_mb / max(num_branches, 1)
-    per_branch = [
-        stack.enter_context(BranchInputs(features_path, b, SPLITS, share)).splits
-        for b in range(1, num_branches + 1)
-    ]
-    out = {}
-    for sp in SPLITS:
-        teacher = torch.from_numpy(per_branch[0][sp]["logits"])
-        xs = [TensorRows(inputs[sp]["x"]) for inputs in per_branch]
-        out[sp] = {"xs": xs, "teacher": teacher, "y": teacher.argmax(dim=1)}
-    return out, [inputs["train"] for inputs in per_branch]
 
 
 def run_train_joint(
@@ -89,7 +62,7 @@ def run_train_joint(
 ) -> dict:
     """Train every branch of joint ``recipe`` and write ``branch{l}.pt``/``.npz`` for each.
 
-    The cache is read in batches (see :func:`load_splits` for ``memory_mb``).
+    The cache is read in batches (see ``training.joint.open_joint_splits`` for ``memory_mb``).
 
     ``out_heads``/``out_outputs`` hold one path per attach point of the cache,
     in order. Returns ``agreement`` (split -> per-branch fraction of predictions
@@ -110,7 +83,7 @@ def run_train_joint(
             f"and {len(out_outputs)} output paths; pass one of each per branch"
         )
     with contextlib.ExitStack() as stack:
-        data, infos = load_splits(features_path, num_points, stack, memory_mb)
+        data, infos = open_joint_splits(features_path, num_points, stack, memory_mb, SPLITS)
         num_classes = int(data["train"]["teacher"].shape[1])
         model, costs, configs, _ = build_joint(infos, num_classes, cfg, seed, meta, features_path)
         run = dict(recipe=recipe, seed=seed, features_id=features_id, settings=settings)

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from calex_steps.data.feature_cache import BranchInputs
 from calex_steps.errors import CalexError
 from calex_steps.models.heads import PrototypeHead, head_macs
 from calex_steps.training.joint_losses import (
@@ -45,7 +46,7 @@ from calex_steps.training.joint_losses import (
     pteenet_loss,
     warmup_loss,
 )
-from calex_steps.training.loops import EpochPlan, representations, run_stage
+from calex_steps.training.loops import EpochPlan, TensorRows, representations, run_stage
 from calex_steps.training.losses import confidence_bce
 from calex_steps.training.scratch import load_scratch, save_scratch
 from calex_steps.training.settings import HeadSchedule, check_schedule, keep_fields
@@ -337,3 +338,33 @@ def joint_outputs(model: JointHeads, split: dict, r: float | None, batch_size: i
         conf = np.take_along_axis(confs, pred[:, None], axis=1)[:, 0]
         outs.append({"pred": pred, "conf": conf, "logits": z, "confs": confs})
     return outs
+
+
+DEFAULT_MEMORY_MB = 2048.0  # the train splits' float32 features up to this size stay in RAM
+
+
+def open_joint_splits(features_path, num_branches: int, stack, memory_mb: float, splits):
+    """All L attach points of the cache, open for reading in batches until ``stack`` (a
+    ``contextlib.ExitStack``) closes; joint training and the baseline search share it.
+
+    Each attach point's train split is held in RAM when its float32 size is at most
+    ``memory_mb / L``; everything else is read from the file one batch at a time.
+
+    Returns:
+        per split: ``xs`` (L row sources: ``x[idx]`` is a float32 CPU tensor), backbone
+        ``teacher`` logits (N×C), y* (N), ``labels`` (N); and per branch the train
+        split's reader dict (``d``, ``h``, ``w``, ...).
+    """
+    share = memory_mb / max(num_branches, 1)
+    per_branch = [
+        stack.enter_context(BranchInputs(features_path, b, splits, share)).splits
+        for b in range(1, num_branches + 1)
+    ]
+    out = {}
+    for sp in splits:
+        first = per_branch[0][sp]
+        teacher = torch.from_numpy(first["logits"])
+        xs = [TensorRows(inputs[sp]["x"]) for inputs in per_branch]
+        out[sp] = {"xs": xs, "teacher": teacher, "y": teacher.argmax(dim=1),
+                   "labels": first["labels"]}  # fmt: skip
+    return out, [inputs["train"] for inputs in per_branch]

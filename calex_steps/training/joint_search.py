@@ -11,24 +11,26 @@ score wins (ties: the earlier grid point). The test split is never opened.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import logging
 import os
 
-import numpy as np
 import torch
 
 from calex_steps.cascade.selection import calibration_score
 from calex_steps.cascade.simulate import cascade_cost
 from calex_steps.cascade.sweep import ExitCosts
-from calex_steps.data.feature_cache import cache_id, features_meta, load_branch_inputs
+from calex_steps.data.feature_cache import cache_id, features_meta
 from calex_steps.errors import CalexError
 from calex_steps.training.joint import (
+    DEFAULT_MEMORY_MB,
     build_joint,
     exit_cost_fractions,
     fit_joint,
     joint_outputs,
+    open_joint_splits,
     parse_joint_settings,
 )
 
@@ -79,25 +81,18 @@ def apply_search(settings: dict, record: dict | None) -> dict:
     return {k: v for k, v in settings.items() if k != "search"} | chosen
 
 
-def _load(features_path, num_branches: int) -> tuple[dict, dict, list[dict]]:
-    """train (``xs``, ``teacher``, ``y``), val (``xs``, ``labels``, ``backbone_pred``) and
-    per branch the reader's ``d``/``h``/``w``; only ``SEARCH_SPLITS`` are read."""
-    per_branch = [
-        load_branch_inputs(features_path, b, SEARCH_SPLITS) for b in range(1, num_branches + 1)
-    ]
-    teacher = torch.from_numpy(per_branch[0]["train"]["logits"])
-    train = {"xs": [torch.from_numpy(p["train"]["x"]) for p in per_branch], "teacher": teacher}
-    train["y"] = teacher.argmax(dim=1)
-    first = per_branch[0]["val"]
+def _search_splits(data: dict) -> tuple[dict, dict]:
+    """The train split as joint training reads it, and the calibration (val) split as the
+    scoring reads it: ``xs``, ``labels`` (None when unknown), ``backbone_pred``."""
+    first = data["val"]
+    labels = first["labels"]
     val = {
-        "xs": [torch.from_numpy(p["val"]["x"]) for p in per_branch],
-        "labels": first["labels"],
-        "backbone_pred": first["logits"].argmax(axis=1).astype(np.int64),
-        "num_classes": int(first["logits"].shape[1]),
+        "xs": first["xs"],
+        "labels": None if labels.size and labels.min() < 0 else labels,
+        "backbone_pred": first["y"].numpy(),
+        "num_classes": int(first["teacher"].shape[1]),
     }
-    if val["labels"].size and val["labels"].min() < 0:
-        val["labels"] = None  # unknown calibration labels
-    return train, val, [p["train"] for p in per_branch]
+    return data["train"], val
 
 
 def run_search(
@@ -107,6 +102,7 @@ def run_search(
     device: torch.device,
     scratch_at: str | os.PathLike,
     log: logging.Logger,
+    memory_mb: float = DEFAULT_MEMORY_MB,
 ) -> dict:
     """Train and score every grid point; return the search record (search.json).
 
@@ -117,7 +113,16 @@ def run_search(
     grid = search_grid(settings)
     meta = features_meta(features_path)
     num_points = len(exit_cost_fractions(meta, features_path))
-    train, val, infos = _load(features_path, num_points)
+    with contextlib.ExitStack() as stack:  # the cache is read in batches (chunked)
+        data, infos = open_joint_splits(features_path, num_points, stack, memory_mb,
+                                        SEARCH_SPLITS)  # fmt: skip
+        return _search(*_search_splits(data), infos, settings, grid, meta, features_path,
+                       seed, device, scratch_at, log)  # fmt: skip
+
+
+def _search(train, val, infos, settings, grid, meta, features_path, seed, device, scratch_at,
+            log) -> dict:  # fmt: skip
+    """Train and score every grid point on the open cache (``run_search``)."""
     stage_cum = [int(meta["stage_macs"][a]) for a in meta["attach_points"]]
     total = int(meta["stage_macs"]["total"])
     candidates = []
