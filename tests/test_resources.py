@@ -9,7 +9,7 @@ import subprocess
 import h5py
 import pytest
 import torch
-from conftest import ROOT, SNAKEMAKE
+from conftest import ROOT, SNAKEMAKE, copy_workflow
 from helpers import write_synthetic_prepared
 
 from calex_steps.models.backbones import build_backbone
@@ -51,9 +51,12 @@ def test_head_memory_is_bounded_by_the_batch():
         assert r.feature_mem_mb(cfg, "cinic10", "resnet50", branch) < 12_000
 
 
-def _dry_run_jobs(configfile: str) -> list[dict]:
+def _dry_run_jobs(configfile: str, workdir) -> list[dict]:
+    """Every job of a fresh run (a private copy: a finished demo in the checkout schedules
+    nothing)."""
+    copy_workflow(workdir)
     cmd = [SNAKEMAKE, "-n", "--cores", "2", "--configfile", configfile]
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     jobs = []
     for block in re.split(r"\n(?=rule \w+:|localrule \w+:)", out.stdout):
@@ -69,9 +72,9 @@ def _dry_run_jobs(configfile: str) -> list[dict]:
     return jobs
 
 
-def test_rules_ask_what_the_estimates_say():
+def test_rules_ask_what_the_estimates_say(tmp_path):
     cfg = load_study("config/demo.yaml")
-    jobs = _dry_run_jobs("config/demo.yaml")
+    jobs = _dry_run_jobs("config/demo.yaml", tmp_path / "wf")
     expected = {
         "prepare_dataset": lambda w: r.prepare_mem_mb(cfg, w["dataset"]),
         "train_branch": lambda w: r.feature_mem_mb(
