@@ -18,6 +18,12 @@ random sample of the test images (``--images`` of them, whole batches):
 Prints predicted (segments), measured, measured / predicted (target: at least 0.9), and
 the FLOPs prediction 1 / (1 - FR) with its ratio. Repeat with ``--repeats`` and take the
 median of the ratios on a shared machine.
+
+``--compile`` also times ``torch.compile`` (inductor, dynamic shapes: the survivors of a
+branch change the batch size) of the eager cascade and backbone against the scripted
+ones and plain eager, every batch of the sample run once as warm-up, so that compilation
+is not counted. The exported artifact stays TorchScript: a compiled module cannot be
+saved as one file that loads without calex.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from calex_steps.cascade.artifact import script_cascade
 from calex_steps.cascade.build import build_cascade, run_paths
 from calex_steps.cascade.latency import segment_costs, time_parts
 from calex_steps.cascade.simulate import segment_times
+from calex_steps.cli import keep_freed_memory
 from calex_steps.models.inference import load_split
 from calex_steps.reporting.latency import operating_point
 
@@ -69,6 +76,20 @@ def measured(scripted, batches: list[torch.Tensor], batch: int, rounds: int) -> 
     return ms["backbone"] / ms["cascade"]
 
 
+def compiled_vs_scripted(model, scripted, batches: list[torch.Tensor], batch: int,
+                         rounds: int) -> dict[str, float]:  # fmt: skip
+    """ms per sample of the cascade and the backbone: scripted, torch.compile, eager."""
+    compiled = torch.compile(model, dynamic=True)
+    compiled_backbone = torch.compile(model.backbone_logits, dynamic=True)
+    parts = {"scripted cascade": (scripted, batches),
+             "compiled cascade": (compiled, batches),
+             "eager cascade": (model, batches),
+             "scripted backbone": (scripted.backbone_logits, batches),
+             "compiled backbone": (compiled_backbone, batches),
+             "eager backbone": (model.backbone_logits, batches)}  # fmt: skip
+    return time_parts(parts, batch, len(batches), rounds, batches[0].device)
+
+
 def main() -> None:
     """Parse the arguments, measure, print."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -81,7 +102,18 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=1, help="whole measurements; median ratio")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time torch.compile against the scripted and eager modules",
+    )
+    p.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="keep glibc's default (freed blocks go back to the OS), as before",
+    )
     a = p.parse_args()
+    heap = False if a.default_malloc else keep_freed_memory()
     if a.threads:
         torch.set_num_threads(a.threads)
     for run in a.run_dir:
@@ -91,7 +123,8 @@ def main() -> None:
         scripted = script_cascade(model)
         flops = 1.0 / (1.0 - float(point["fr"]))
         print(f"{run}: margin {point['margin']:g}, FR {point['fr']:.3f}, threads "
-              f"{torch.get_num_threads()}, channels_last {a.channels_last}")  # fmt: skip
+              f"{torch.get_num_threads()}, channels_last {a.channels_last}, "
+              f"freed memory kept {heap}")  # fmt: skip
         for batch in a.batch_sizes:
             batches = timed_images(prepared, a.images if batch > 1 else a.images_one, batch)
             results = []
@@ -104,6 +137,13 @@ def main() -> None:
             print(f"  batch {batch:4d}: exits {fracs}; predicted (segments) {pred:.3f}, "
                   f"measured {meas:.3f}, ratio {ratio:.3f} (target >= 0.9); FLOPs "
                   f"{flops:.3f}, measured/FLOPs {meas / flops:.3f}", flush=True)  # fmt: skip
+            if a.compile:
+                ms = compiled_vs_scripted(model.eval(), scripted, batches, batch, a.rounds)
+                shown = ", ".join(f"{name} {t:.4f}" for name, t in ms.items())
+                print(f"  batch {batch:4d} ms per sample: {shown}; compiled / scripted: "
+                      f"cascade {ms['scripted cascade'] / ms['compiled cascade']:.3f}x, "
+                      f"backbone {ms['scripted backbone'] / ms['compiled backbone']:.3f}x "
+                      "faster", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

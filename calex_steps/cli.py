@@ -3,8 +3,9 @@
 A stage module is ``build_parser()`` + ``run_<stage>(...)`` + ``main(argv)``;
 ``main`` is one call to :func:`stage_main`, which parses the arguments, sets
 up logging to stderr (the rule redirects it to its log), applies
-``--threads``, logs the command line for provenance and turns a
-``CalexError`` into one line and exit code 1.
+``--threads`` and the allocator setting (:func:`keep_freed_memory`), logs the
+command line for provenance and turns a ``CalexError`` into one line and exit
+code 1.
 
 Nothing here can change a result, so the workflow does not rerun anything
 when this module is edited (``calex_steps.workflow.code_deps``).
@@ -13,8 +14,11 @@ when this module is edited (``calex_steps.workflow.code_deps``).
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import logging
+import os
+import platform
 import shlex
 import sys
 from collections.abc import Callable
@@ -68,6 +72,33 @@ def set_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
+# glibc mallopt parameters; 32 MiB is the largest mmap threshold glibc accepts on 64-bit
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+HEAP_BLOCK_BYTES = 32 * 1024 * 1024
+NO_TRIM = 2**31 - 1
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc's malloc keep freed blocks of up to 32 MiB for reuse; True if applied.
+
+    By default glibc hands a freed block of more than a few MiB back to the operating
+    system and page-faults it in again at the next allocation. A CNN on the CPU frees
+    and reallocates activations of that size at every layer, so a whole backbone at
+    batch 256 ran up to 1.5x slower than its segments timed alone, and by a different
+    amount at every run (docs/performance.md). Freed memory stays in the process
+    instead, which does not raise the peak. Set ``CALEX_KEEP_FREED_MEMORY=0`` to keep
+    glibc's default; other C libraries (macOS, musl) are left alone.
+    """
+    if os.environ.get("CALEX_KEEP_FREED_MEMORY", "1") == "0":
+        return False
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(None)
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, HEAP_BLOCK_BYTES)) and bool(
+        libc.mallopt(M_TRIM_THRESHOLD, NO_TRIM)
+    )
+
+
 def resolve_device(name: str = "auto"):
     """Return a ``torch.device`` from ``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
     import torch
@@ -110,6 +141,7 @@ def stage_main(
         args = build_parser().parse_args(args_list)
         shown = sys.argv[1:] if args_list is None else args_list
         log.info("%s %s", build_parser().prog, shlex.join(str(a) for a in shown))
+        keep_freed_memory()
         if getattr(args, "threads", 0):
             set_threads(args.threads)
         body(args)

@@ -7,9 +7,11 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
-from calex_steps.cascade.latency import NOT_MEASURED, call_counts
+from calex_steps.cascade.latency import NOT_MEASURED, call_counts, timed_image_count
 from calex_steps.errors import CalexError
+from calex_steps.models.inference import load_split
 from calex_steps.reporting.latency import (
     MISSING,
     crossover_batch_size,
@@ -62,6 +64,17 @@ def test_call_counts():
     assert call_counts(1, 50, 500) == (50, 500)
     assert call_counts(512, 50, 500) == (2, 3)
     assert call_counts(128, 50, 500) == (2, 4)
+
+
+def test_timing_reads_only_the_images_it_times(tiny_cascade_run):
+    # the real-data settings: 5 + 50 inferences at batch 1, 3 calls of 256 at batch 256
+    assert timed_image_count([1, 32, 256], 5, 50) == 768
+    assert timed_image_count([1], 50, 500) == 500
+    prepared = tiny_cascade_run["prepared"]
+    whole, labels = load_split(prepared, "test", "labels")
+    first, first_labels = load_split(prepared, "test", "labels", rows=7)
+    assert first.shape == (7, *whole.shape[1:]) and first.dtype == torch.uint8
+    assert torch.equal(first, whole[:7]) and torch.equal(first_labels, labels[:7])
 
 
 def test_crossover_from_a_hand_made_table():

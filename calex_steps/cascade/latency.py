@@ -38,6 +38,13 @@ def call_counts(batch_size: int, warmup: int, timed: int) -> tuple[int, int]:
     return warm, max(MIN_CALLS, math.ceil(timed / batch_size))
 
 
+def timed_image_count(batch_sizes: list[int], warmup: int, timed: int) -> int:
+    """How many test images a measurement at every batch size runs through without
+    cycling (warm-up and timed calls both start at the first image): the stages read
+    only those from ``prepared.h5``, not the whole test split."""
+    return max(b * max(call_counts(b, warmup, timed)) for b in batch_sizes)
+
+
 def batch_views(images: torch.Tensor, batch_size: int, calls: int) -> list[torch.Tensor]:
     """``calls`` batches of consecutive images, cycling through ``images`` (N×H×W×3)."""
     n = images.shape[0]

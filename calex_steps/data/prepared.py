@@ -91,8 +91,10 @@ def read_prepared_attrs(path: str | Path) -> dict:
     return attrs
 
 
-def read_arrays(path: str | Path, split: str, keys: tuple[str, ...]) -> tuple[np.ndarray, ...]:
-    """Named arrays of one split of ``prepared.h5`` (e.g. ``("images", "fine_labels")``)."""
+def read_arrays(path: str | Path, split: str, keys: tuple[str, ...],
+                rows: int | None = None) -> tuple[np.ndarray, ...]:  # fmt: skip
+    """Named arrays of one split of ``prepared.h5`` (e.g. ``("images", "fine_labels")``);
+    only the first ``rows`` rows when given (read by chunk, the rest is never decoded)."""
     import h5py
 
     if not Path(path).is_file():
@@ -103,7 +105,9 @@ def read_arrays(path: str | Path, split: str, keys: tuple[str, ...]) -> tuple[np
         missing = [k for k in keys if k not in f[split]]
         if missing:
             raise CalexError(f"{path} split '{split}' lacks {missing}; rerun prepare_dataset")
-        return tuple(f[split][k][()] for k in keys)
+        if rows is None:
+            return tuple(f[split][k][()] for k in keys)
+        return tuple(f[split][k][:rows] for k in keys)
 
 
 def read_class_names(path: str | Path) -> list[str]:

@@ -151,8 +151,9 @@ def image_size(path) -> int:
         return int(f["test"]["images"].shape[1])
 
 
-def load_split(path, split: str, label_key: str) -> tuple[torch.Tensor, torch.Tensor]:
+def load_split(path, split: str, label_key: str,
+               rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """Images (uint8 N×H×W×3) and labels (``labels`` or ``fine_labels``) of one split of
-    ``prepared.h5``, as CPU tensors."""
-    images, labels = read_arrays(path, split, ("images", label_key))
+    ``prepared.h5`` (its first ``rows`` samples when given), as CPU tensors."""
+    images, labels = read_arrays(path, split, ("images", label_key), rows)
     return torch.from_numpy(images), torch.from_numpy(labels)

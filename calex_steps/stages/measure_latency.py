@@ -30,7 +30,7 @@ import torch
 
 from calex_steps.cascade.artifact import script_cascade
 from calex_steps.cascade.build import build_cascade, run_paths
-from calex_steps.cascade.latency import time_point
+from calex_steps.cascade.latency import time_point, timed_image_count
 from calex_steps.cascade.simulate import segment_times
 from calex_steps.cli import (
     add_runtime_args,
@@ -112,7 +112,8 @@ def run_measure_latency(plan: list[dict], prepared, fr: float, batch_sizes: list
         except (OSError, json.JSONDecodeError) as exc:
             raise CalexError(f"cannot read {segments} ({exc}); rerun measure_segments") from exc
     dev = resolve_device(device)
-    images = load_split(prepared, "test", "labels")[0].to(dev)
+    count = timed_image_count(batch_sizes, warmup, timed)
+    images = load_split(prepared, "test", "labels", rows=count)[0].to(dev)
     rows = []
     for entry in plan:
         rows += measure_recipe(entry, images, fr, sorted(batch_sizes), warmup, timed, timings)

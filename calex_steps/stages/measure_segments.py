@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from calex_steps.cascade.artifact import script_cascade
-from calex_steps.cascade.latency import segment_costs
+from calex_steps.cascade.latency import segment_costs, timed_image_count
 from calex_steps.cascade.module import CascadeModel, ExitHead, split_backbone
 from calex_steps.cli import (
     add_runtime_args,
@@ -91,7 +91,8 @@ def run_measure_segments(prepared, backbone, probe, features, settings: dict, de
     classifier = load_classifier(model, probe, "cpu")
     segments, tail = split_backbone(model, classifier, attach)
     norm = bb["normalization"]
-    images = load_split(prepared, "test", "labels")[0].to(dev)
+    count = timed_image_count(settings["batch_sizes"], settings["warmup"], settings["timed"])
+    images = load_split(prepared, "test", "labels", rows=count)[0].to(dev)
     with torch.inference_mode():
         shapes, x = [], images[:1].cpu().permute(0, 3, 1, 2).float()
         for segment in segments:
