@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from calex_steps.errors import CalexError
 from calex_steps.reporting.figures.ablation import plot_ablation as plot_ablation_figure
@@ -219,6 +221,11 @@ def test_recipe_colours_are_fixed_and_distinct():
     assert recipe_color("calexnet") == RECIPE_COLORS["calexnet"]
     assert len(set(RECIPE_COLORS.values())) == len(RECIPE_COLORS)
     assert recipe_color("new_a", ["new_a", "new_b"]) != recipe_color("new_b", ["new_a", "new_b"])
+    # the real-data study's fifteen recipes: fifteen colours, none repeated
+    config = Path(__file__).resolve().parents[1] / "config" / "cifar10_resnet56.yaml"
+    study = yaml.safe_load(config.read_text())["study"]["recipes"]
+    assert len(study) == 15
+    assert len({recipe_color(r, study) for r in study}) == len(study)
 
 
 def test_settings_with_an_unknown_key_fail(runs):

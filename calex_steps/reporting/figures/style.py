@@ -30,7 +30,10 @@ RECIPE_COLORS = {
     "ztw": "#8c564b",
     "boostnet": "#e377c2",
 }
-_SPARE_COLORS = ("#17becf", "#bcbd22", "#7f7f7f", "#393b79", "#637939", "#8c6d31")
+# Spares for other recipes, in order of appearance: enough for the real-data study's
+# eight extra recipes and more before a colour repeats.
+_SPARE_COLORS = ("#17becf", "#bcbd22", "#7f7f7f", "#393b79", "#637939", "#8c6d31",
+                 "#843c39", "#7b4173", "#6b6ecf", "#e7ba52", "#3182bd", "#31a354")  # fmt: skip
 EXIT_PALETTE = "crest"  # sequential colours for exit positions B1..BL, backbone
 ACCURACY_FLOOR = 0.70  # below it an operating point is shaded as not useful
 
