@@ -84,7 +84,7 @@ def keep_freed_memory() -> bool:
     By default glibc hands a freed block of more than a few MiB back to the operating
     system and page-faults it in again at the next allocation. A CNN on the CPU frees
     and reallocates activations of that size at every layer, so a whole backbone at
-    batch 256 ran up to 1.5x slower than its segments timed alone, and by a different
+    batch 256 ran up to 2x slower than its segments timed alone, and by a different
     amount at every run (docs/performance.md). Freed memory stays in the process
     instead, which does not raise the peak. Set ``CALEX_KEEP_FREED_MEMORY=0`` to keep
     glibc's default; other C libraries (macOS, musl) are left alone.

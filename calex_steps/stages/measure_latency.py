@@ -94,7 +94,7 @@ def predicted_speedup(segments: dict | None, fracs: np.ndarray, attach: list[str
 
     The fractions are those of the timed images (``exit_fractions``), not the frontier's:
     at batch 1 a few dozen images are timed, and their exits can differ from the whole
-    test split's by enough to move the speed-up by a third.
+    test split's by enough to move the speed-up by more than a third.
     """
     if segments is None or str(batch) not in segments.get("per_batch", {}):
         return float("nan")
