@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 
@@ -80,6 +79,7 @@ def test_freed_activation_memory_is_reused_not_faulted_in_again():
     applied, kept = faults("1")
     default_applied, default = faults("0")
     assert (applied, default_applied) == ("True", "False")
-    pages = 16 * 1024 * 1024 // resource.getpagesize()
-    assert default >= 8 * pages  # glibc's default: the blocks are faulted in again and again
+    # glibc's default faults the blocks in again at every round (at least once per round
+    # even with transparent huge pages); kept, they are faulted in once
+    assert default >= 20
     assert kept * 8 <= default
