@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from calex_steps.errors import CalexError
+from calex_steps.reporting.bootstrap import axis_readings
 from calex_steps.reporting.curves import (
     EXTRAPOLATED,
     MEASURED,
@@ -115,3 +116,16 @@ def test_a_steep_last_segment_continued_stays_a_possible_accuracy():
     acc = interpolate_at_fr([0.60, 0.61], [0.70, 0.40], 0.9, [0.66], tolerance=0.08)
     assert acc[0] == 0.0
     assert np.isnan(interpolate_at_fr([0.60, 0.61], [0.70, 0.40], 0.9, [0.75])[0])
+
+
+def test_a_rising_last_segment_does_not_promise_more_than_was_measured():
+    # The last two margins are close, the later one 2 points more accurate (test noise):
+    # continued, that segment would rise above the backbone within the tolerance.
+    fr, acc = [0.30, 0.50, 0.51], [0.85, 0.70, 0.72]
+    got = interpolate_at_fr(fr, acc, 0.9, [0.505, 0.55, 0.58])
+    np.testing.assert_allclose(got, [0.71, 0.72, 0.72])
+    # the bootstrap's many-curves reading agrees, loss in points
+    x = np.array([fr, fr]).T
+    y = np.array([acc, acc]).T
+    out = axis_readings(x, y, np.array([0.9, 0.9]), np.array([0.505, 0.55, 0.58]), 0.08)
+    np.testing.assert_allclose(out["loss"][0][:, 0], [19.0, 18.0, 18.0])

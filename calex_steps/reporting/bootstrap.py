@@ -32,6 +32,7 @@ import numpy as np
 from calex_steps.errors import CalexError
 from calex_steps.reporting.curves import (
     MISSING,
+    cap_past_end,
     largest_x_within,
     merge_columns,
     read_columns,
@@ -134,8 +135,11 @@ def axis_readings(x, acc, bb, targets, tolerance: float, iso_losses=()) -> dict:
     top = np.zeros((1, x.shape[1]))
     mx, my, count = merge_columns(np.vstack([top, x]), np.vstack([bb[None], acc]))
     low, high = x_range(mx, count)
-    # an accuracy is in [0, 1]: a steep end segment continued past the last point stays so
-    loss = 100.0 * (bb - np.clip(read_columns(mx, my, count, targets), 0.0, 1.0))
+    # an accuracy is in [0, 1]: a steep end segment continued past the last point stays so,
+    # and a rising one does not promise more than the last point measured
+    last_y = my[count - 1, np.arange(mx.shape[1])]
+    reading = cap_past_end(read_columns(mx, my, count, targets), targets, high, last_y)
+    loss = 100.0 * (bb - np.clip(reading, 0.0, 1.0))
     out = {"loss": (loss, reading_status(targets, low[0], high[0], tolerance)), "reached": high[0]}
     if len(iso_losses):
         curve = 100.0 * (bb - my)

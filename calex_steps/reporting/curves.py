@@ -70,7 +70,8 @@ def interpolate_at_fr(fr, acc, backbone_acc: float, targets, tolerance: float = 
 
     Returns:
         Accuracies with the shape of ``targets``, float64, within [0, 1] even
-        where a steep last segment is continued; NaN ("—" in the
+        where a steep last segment is continued, and past the largest FR never
+        above the accuracy measured there (``cap_past_end``); NaN ("—" in the
         tables) for a target more than ``tolerance`` outside the range
         [min(0, min fr), max fr].
     """
@@ -80,8 +81,24 @@ def interpolate_at_fr(fr, acc, backbone_acc: float, targets, tolerance: float = 
         raise CalexError(f"got {fr.size} FR values but {acc.size} accuracies; pass one per margin")
     if not (np.all(np.isfinite(fr)) and np.all(np.isfinite(acc)) and np.isfinite(backbone_acc)):
         raise CalexError("FR, accuracy and backbone accuracy must be finite numbers")
-    curve = interpolate_curve(np.r_[0.0, fr], np.r_[backbone_acc, acc], targets, tolerance)
+    x, y = _merge_duplicates(np.r_[0.0, fr], np.r_[backbone_acc, acc])
+    curve = interpolate_curve(x, y, targets, tolerance)
+    curve = cap_past_end(curve, targets, x[-1], y[-1])
     return np.clip(curve, 0.0, 1.0)  # NaN stays NaN; an extrapolated accuracy stays in [0, 1]
+
+
+def cap_past_end(curve, targets, last_x, last_y) -> np.ndarray:
+    """Readings past the last measured reduction, never above the accuracy measured there.
+
+    A frontier's last two points can sit close together with the later one a little
+    more accurate (test-set noise); continuing that segment would promise accuracy
+    that rises with the reduction, up to above the backbone's. ``curve`` is (T,) or
+    (T, B) with ``last_x`` and ``last_y`` scalars or (B,); NaN stays NaN.
+    """
+    curve = np.asarray(curve, np.float64)
+    t = np.asarray(targets, np.float64)
+    t = t.reshape(curve.shape) if curve.ndim <= 1 else t.reshape(-1, 1)
+    return np.where(t > last_x, np.minimum(curve, last_y), curve)
 
 
 # ---- many curves at once: one curve per column --------------------------------------
