@@ -42,6 +42,7 @@ from calex_steps.cascade.simulate import segment_times
 from calex_steps.cli import keep_freed_memory
 from calex_steps.models.inference import load_split
 from calex_steps.reporting.latency import operating_point
+from calex_steps.stages.measure_latency import exit_fractions, time_against_backbone
 
 
 def timed_images(prepared: Path, count: int, batch: int, seed: int = 0) -> list[torch.Tensor]:
@@ -63,17 +64,14 @@ def predicted(model, batches: list[torch.Tensor], batch: int, rounds: int) -> tu
     attach = [f"a{b}" for b in range(count)]
     times, backbone = segment_times({"attach_points": attach, "per_batch": {str(batch): costs}},
                                     attach, batch, "run")  # fmt: skip
-    with torch.inference_mode():
-        exits = torch.cat([model(b)[1] for b in batches]).numpy()
-    fracs = np.bincount(exits, minlength=count + 1) / len(exits)
+    fracs = exit_fractions(model, batches, count)
     return backbone / float(fracs @ times), fracs.round(3).tolist()
 
 
 def measured(scripted, batches: list[torch.Tensor], batch: int, rounds: int) -> float:
-    """Plain backbone time / cascade time, both scripted, alternating rounds."""
-    parts = {"cascade": (scripted, batches), "backbone": (scripted.backbone_logits, batches)}
-    ms = time_parts(parts, batch, 1, rounds, batches[0].device)
-    return ms["backbone"] / ms["cascade"]
+    """Plain backbone time / cascade time, both scripted, as ``measure_latency`` times them."""
+    cascade_ms, backbone_ms = time_against_backbone(scripted, batches, batch, len(batches), rounds)
+    return backbone_ms / cascade_ms
 
 
 def compiled_vs_scripted(model, scripted, batches: list[torch.Tensor], batch: int,

@@ -24,6 +24,19 @@ WORKFLOW_FILES = (
     "reports",
 )
 
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for tests of small tensors: on a shared 2-core machine a second
+    thread only adds contention (``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 # The smallest study that still exercises every stage (about a minute on 2 cores).
 TINY = {
     "device": "cpu",

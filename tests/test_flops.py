@@ -11,14 +11,7 @@ from calex_steps.cascade import cascade_cost, flops_reduction
 from calex_steps.errors import CalexError
 from calex_steps.flops import count_macs, stage_macs
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: the machine is shared and the tensors are small."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_resnet18_stage_macs_match_spec():

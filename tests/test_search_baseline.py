@@ -5,7 +5,6 @@ import json
 import h5py
 import numpy as np
 import pytest
-import torch
 from test_train_branch import write_features
 from test_train_joint import PTEENET, _load
 
@@ -19,12 +18,7 @@ SHORT = PTEENET | {"cls_epochs": 6, "conf_epochs": 6, "lr": 2e-2}
 SEARCH = {"pteenet_lambda": [0.0, 4.0]}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

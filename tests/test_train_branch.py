@@ -68,13 +68,7 @@ def write_features(path, scale: float = 1.0, features_id: str = "feat-test") -> 
             g["feat2"].attrs.update({"kind": "map", "d": 16, "h": 2, "w": 2})
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids contention overhead on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

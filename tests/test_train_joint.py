@@ -32,13 +32,7 @@ PTEENET = BASE | {"target": "pteenet", "pteenet_lambda": 0.9}
 BOOSTNET = BASE | {"target": "boostnet", "boost_r": 0.5}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids contention overhead on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cache(path, scale=1.0):

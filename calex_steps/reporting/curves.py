@@ -30,12 +30,16 @@ def interpolate_curve(x, y, targets, tolerance: float = 0.08) -> np.ndarray:
     ``tolerance``; a target further out is NaN, and so is every target of a
     curve without points. Returns float64 with the shape of ``targets``.
     """
-    t = np.asarray(targets, dtype=np.float64)
-    flat = t.ravel()
     x, y = np.asarray(x, np.float64).ravel(), np.asarray(y, np.float64).ravel()
     if x.size == 0:
-        return np.full(t.shape, np.nan)
-    x, y = _merge_duplicates(x, y)
+        return np.full(np.shape(targets), np.nan)
+    return _read_merged(*_merge_duplicates(x, y), targets, tolerance)
+
+
+def _read_merged(x: np.ndarray, y: np.ndarray, targets, tolerance: float) -> np.ndarray:
+    """``interpolate_curve`` on points already sorted and merged (``_merge_duplicates``)."""
+    t = np.asarray(targets, dtype=np.float64)
+    flat = t.ravel()
     if x.size == 1:
         out = np.full(flat.shape, y[0])
     else:
@@ -82,8 +86,7 @@ def interpolate_at_fr(fr, acc, backbone_acc: float, targets, tolerance: float = 
     if not (np.all(np.isfinite(fr)) and np.all(np.isfinite(acc)) and np.isfinite(backbone_acc)):
         raise CalexError("FR, accuracy and backbone accuracy must be finite numbers")
     x, y = _merge_duplicates(np.r_[0.0, fr], np.r_[backbone_acc, acc])
-    curve = interpolate_curve(x, y, targets, tolerance)
-    curve = cap_past_end(curve, targets, x[-1], y[-1])
+    curve = cap_past_end(_read_merged(x, y, targets, tolerance), targets, x[-1], y[-1])
     return np.clip(curve, 0.0, 1.0)  # NaN stays NaN; an extrapolated accuracy stays in [0, 1]
 
 

@@ -66,19 +66,21 @@ PLAN_KEYS = ("recipe", "run", "branch_run", "exit_signal", "head")
 ROUNDS = 5
 
 
-def time_against_backbone(scripted, images: torch.Tensor, batch: int, warmup: int,
-                          timed: int) -> tuple[float, float, object, object, list]:  # fmt: skip
-    """(cascade ms, backbone ms, cascade mJ, backbone mJ) per sample at ``batch``, and
-    the timed batches."""
-    warm_calls, timed_calls = call_counts(batch, warmup, timed)
-    batches = batch_views(images, batch, timed_calls)
+def time_against_backbone(scripted, batches: list[torch.Tensor], batch: int, warm_calls: int,
+                          rounds: int = ROUNDS) -> tuple[float, float]:  # fmt: skip
+    """(cascade ms, backbone ms) per sample on ``batches``: alternating rounds, median."""
     parts = {"cascade": (scripted, batches), "backbone": (scripted.backbone_logits, batches)}
-    ms = time_parts(parts, batch, max(warm_calls, timed_calls), ROUNDS, images.device)
-    energy = base_energy = NOT_MEASURED
-    if images.device.type == "cuda":
-        energy = time_point(scripted, images, batch, warmup, timed)[1]
-        base_energy = time_point(scripted.backbone_logits, images, batch, warmup, timed)[1]
-    return ms["cascade"], ms["backbone"], energy, base_energy, batches
+    ms = time_parts(parts, batch, warm_calls, rounds, batches[0].device)
+    return ms["cascade"], ms["backbone"]
+
+
+def energy_per_sample(scripted, images: torch.Tensor, batch: int, warmup: int,
+                      timed: int) -> tuple[object, object]:  # fmt: skip
+    """(cascade mJ, backbone mJ) per sample from NVML on a GPU; "not measured" elsewhere."""
+    if images.device.type != "cuda":
+        return NOT_MEASURED, NOT_MEASURED
+    return (time_point(scripted, images, batch, warmup, timed)[1],
+            time_point(scripted.backbone_logits, images, batch, warmup, timed)[1])  # fmt: skip
 
 
 def exit_fractions(scripted, batches: list[torch.Tensor], count: int) -> np.ndarray:
@@ -117,9 +119,12 @@ def measure_recipe(entry: dict, images: torch.Tensor, fr: float, batch_sizes: li
     scripted = script_cascade(model).to(images.device)
     rows = []
     for batch in batch_sizes:
-        ms, base_ms, energy, base_energy, batches = time_against_backbone(
-            scripted, images, batch, warmup, timed
-        )
+        warm_calls, timed_calls = call_counts(batch, warmup, timed)
+        batches = batch_views(images, batch, timed_calls)
+        # the warm-up passes every timed batch: TorchScript specialises on survivor counts
+        ms, base_ms = time_against_backbone(scripted, batches, batch,
+                                            max(warm_calls, timed_calls))  # fmt: skip
+        energy, base_energy = energy_per_sample(scripted, images, batch, warmup, timed)
         fracs = exit_fractions(scripted, batches, count)
         rows.append({"recipe": entry["recipe"], "seed": info["seed"], "margin": point["margin"],
                      "fr": point["fr"], "lr": point.get("lr", float("nan")),
