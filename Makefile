@@ -12,7 +12,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,slurm]'
+	$(BIN)/pip install --quiet -e '.[test,slurm,deploy]'
 	touch $@
 
 demo: install
