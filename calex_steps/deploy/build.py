@@ -1,0 +1,84 @@
+"""One operating point of a trained run as an ONNX cascade: export, compose, save, run.
+
+``onnx_cascade`` builds the ``CascadeModel`` (``cascade.build``), exports its parts
+(``onnx_export``) and composes the early-exit graph (``onnx_graph``) with the model's
+own thresholds; ``save_model`` and ``save_sidecar`` write it and its JSON sidecar.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+import torch
+
+from calex_steps.cascade.module import SIGNAL_CODES, CascadeModel
+from calex_steps.deploy.onnx_export import OPSET, Parts, cut_parts, export_parts
+from calex_steps.data.files import save_text
+from calex_steps.deploy.onnx_graph import META_KEY, ExitSpec, compose
+from calex_steps.io import atomic_path
+
+SIGNAL_NAMES = {code: name for name, code in SIGNAL_CODES.items()}
+
+
+def exit_spec(model: CascadeModel, thresholds: np.ndarray | None = None) -> ExitSpec:
+    """The exit rule of ``model`` (its thresholds unless ``thresholds`` replace them)."""
+    thr = model.thresholds.cpu().numpy() if thresholds is None else thresholds
+    return ExitSpec(
+        signal=SIGNAL_NAMES[model.signal],
+        thresholds=np.asarray(thr, dtype=np.float64),
+        temperatures=list(model.temperatures),
+        ens_a=model.ens_a.cpu().numpy().astype(np.float32),
+        ens_b=model.ens_b.cpu().numpy().astype(np.float32),
+    )
+
+
+def onnx_meta(model: CascadeModel, spec: ExitSpec, precision: str = "float32") -> dict:
+    """What the runner and a reader of the JSON need: names, thresholds, provenance."""
+    meta = json.loads(model.meta_json)
+    return meta | {
+        "class_names": list(model.class_names),
+        "num_branches": int(model.num_branches),
+        "input_size": int(meta.get("input_size", 32)),
+        "thresholds": spec.thresholds.tolist(),
+        "temperatures": list(spec.temperatures),
+        "precision": precision,
+        "opset": OPSET,
+        "inputs": {"images": "uint8 N×H×W×3 RGB"},
+        "outputs": {"pred": "int64 N", "exit": "int64 N (L = backbone)",
+                    "confidence": "float32 N"},  # fmt: skip
+        "versions": {"torch": torch.__version__, "onnx": onnx.__version__,
+                     "onnxruntime": onnxruntime.__version__},  # fmt: skip
+    }
+
+
+def model_parts(model: CascadeModel) -> Parts:
+    """The exported and cut parts of ``model`` (``onnx_export``)."""
+    meta = json.loads(model.meta_json)
+    full = export_parts(model, int(meta.get("input_size", 32)))
+    return cut_parts(full, len(model.heads))
+
+
+def onnx_cascade(model: CascadeModel, parts: Parts | None = None) -> onnx.ModelProto:
+    """The float early-exit graph of ``model`` at its own thresholds."""
+    spec = exit_spec(model)
+    return compose(parts or model_parts(model), spec, onnx_meta(model, spec))
+
+
+def model_meta(proto: onnx.ModelProto) -> dict:
+    """The ``calex`` metadata of an ONNX cascade."""
+    return json.loads({p.key: p.value for p in proto.metadata_props}[META_KEY])
+
+
+def save_model(proto: onnx.ModelProto, out: str | Path) -> None:
+    """Write an ONNX model atomically."""
+    with atomic_path(out) as tmp:
+        onnx.save(proto, str(tmp))
+
+
+def save_sidecar(meta: dict, path: str | Path) -> None:
+    """Write the JSON sidecar of an ONNX cascade atomically."""
+    save_text(path, json.dumps(meta, indent=1, sort_keys=True) + "\n")
