@@ -30,6 +30,7 @@ include: "rules/tables.smk"  # make_tables, write_summary
 include: "rules/figures.smk"  # plot_pareto, plot_ablation, ... plot_exemplars
 include: "rules/deploy_inputs.smk"  # input functions of the deploy rules
 include: "rules/deploy.smk"  # export_cascade, measure_latency
+include: "rules/deploy_onnx.smk"  # export_onnx, check_onnx, quantize_onnx, ..._onnx
 
 
 rule all:

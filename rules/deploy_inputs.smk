@@ -56,3 +56,72 @@ def latency_inputs(wildcards):
             f"{split_dir(entry['run'])}/{n}" for n in ("thresholds.npz", "frontier.csv")
         ]
     return files
+
+
+def cascade_inputs(wildcards):
+    """What building one run's cascade reads (rules export_onnx, quantize_onnx)."""
+    w = wildcards
+    found = cascade_files(w.dataset, w.backbone, w.recipe, w.seed)
+    root = f"{RESULTS}/{w.dataset}/{w.backbone}"
+    files = {
+        "backbone": f"{root}/backbone.pt",
+        "features": f"{root}/features.h5",
+        "prepared": f"{RESULTS}/{w.dataset}/prepared.h5",
+        "thresholds": f"{split_dir(run_dir(w))}/thresholds.npz",
+        "heads": found["heads"],
+        "ensembles": found["ensembles"],
+    }
+    probe = probe_input(w)
+    return files | ({"probe": probe} if probe else {})
+
+
+def cascade_args(wildcards, input):
+    """The flags naming those inputs, and the recipe's exit signal."""
+    args = [f"--run-dir {run_dir(wildcards)}", f"--backbone {input.backbone}"]
+    args += [f"--features {input.features} --thresholds {input.thresholds}"]
+    args += [f"--branches {' '.join(input.heads)}"]
+    if "probe" in input.keys():
+        args.append(f"--probe {input.probe}")
+    if input.ensembles:
+        args.append(f"--ensembles {' '.join(input.ensembles)}")
+    args.append(f"--exit-signal {CFG['recipes'][wildcards.recipe]['exit_signal']}")
+    return " ".join(args)
+
+
+INT8_RULE_KEYS = (
+    "exit_signal",
+    "thresholds",
+    "temperature_scaling",
+    "calibration",
+    "calibration_target",
+)
+
+
+def int8_settings(recipe, dataset):
+    """How an INT8 cascade's thresholds are recalibrated: the recipe's exit rule (as its
+    sweep of split 0 applies it), and the images that set the quantization ranges."""
+    settings = sweep_settings(CFG, recipe, dataset, 0)
+    rule = {k: settings[k] for k in INT8_RULE_KEYS if k in settings}
+    return rule | {"calibration_images": CFG["deploy"]["calibration_images"]}
+
+
+def onnx_latency_plan(wildcards):
+    """measure_latency's plan with each recipe's INT8 recalibration settings."""
+    return [
+        entry | {"settings": int8_settings(entry["recipe"], wildcards.dataset)}
+        for entry in latency_plan(wildcards)
+    ]
+
+
+def onnx_export_targets(int8=False):
+    """Every study run's ONNX cascade at deploy.margin and its check (and INT8 variant)."""
+    suffixes = [".onnx", "_check.json"] + (["_int8.onnx"] if int8 else [])
+    return expand(
+        f"{RUN_PATTERN}/cascade_m{{margin}}{{suffix}}",
+        dataset=STUDY["datasets"],
+        backbone=STUDY["backbones"],
+        recipe=STUDY["recipes"],
+        seed=STUDY["seeds"],
+        margin=CFG["deploy"]["margin"],
+        suffix=suffixes,
+    )

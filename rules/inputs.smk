@@ -47,10 +47,16 @@ def exit_signal_files(wildcards):
     return per_branch(run, signal_stem(wildcards.recipe), count)
 
 
+SEGMENTS_NAME = {"torch": "segments.json", "onnx": "segments_onnx.json"}[
+    CFG["latency"]["lr_runtime"]
+]
+
+
 def segments_file(wildcards):
-    """The measured segment times of a (dataset, backbone) (rule measure_segments), from
-    which a sweep predicts its latency reduction (`--segments`)."""
-    return f"{RESULTS}/{wildcards.dataset}/{wildcards.backbone}/latency/segments.json"
+    """The measured segment times of a (dataset, backbone) (rule measure_segments, or
+    measure_segments_onnx with latency.lr_runtime onnx), from which a sweep predicts its
+    latency reduction (`--segments`)."""
+    return f"{RESULTS}/{wildcards.dataset}/{wildcards.backbone}/latency/{SEGMENTS_NAME}"
 
 
 def study_files(wildcards, name, backbones=None, splits=None, recipes=None):
@@ -76,7 +82,7 @@ def segment_files(wildcards, backbones=None):
     wildcard's dataset (all of the study's by default): what the LR view was timed on.
     """
     return expand(
-        f"{RESULTS}/{wildcards.dataset}/{{backbone}}/latency/segments.json",
+        f"{RESULTS}/{wildcards.dataset}/{{backbone}}/latency/{SEGMENTS_NAME}",
         backbone=backbones or STUDY["backbones"],
     )
 
