@@ -16,8 +16,8 @@ import onnxruntime
 import torch
 
 from calex_steps.cascade.module import SIGNAL_CODES, CascadeModel
-from calex_steps.deploy.onnx_export import OPSET, Parts, cut_parts, export_parts
 from calex_steps.data.files import save_text
+from calex_steps.deploy.onnx_export import OPSET, Parts, cut_parts, export_parts
 from calex_steps.deploy.onnx_graph import META_KEY, ExitSpec, compose
 from calex_steps.io import atomic_path
 
@@ -48,18 +48,27 @@ def onnx_meta(model: CascadeModel, spec: ExitSpec, precision: str = "float32") -
         "precision": precision,
         "opset": OPSET,
         "inputs": {"images": "uint8 N×H×W×3 RGB"},
-        "outputs": {"pred": "int64 N", "exit": "int64 N (L = backbone)",
-                    "confidence": "float32 N"},  # fmt: skip
-        "versions": {"torch": torch.__version__, "onnx": onnx.__version__,
-                     "onnxruntime": onnxruntime.__version__},  # fmt: skip
+        "outputs": {
+            "pred": "int64 N",
+            "exit": "int64 N (L = backbone)",
+            "confidence": "float32 N",
+        },  # fmt: skip
+        "versions": {
+            "torch": torch.__version__,
+            "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__,
+        },  # fmt: skip
     }
+
+
+def input_size(model: CascadeModel) -> int:
+    """The side of the square images the cascade was built for."""
+    return int(json.loads(model.meta_json).get("input_size", 32))
 
 
 def model_parts(model: CascadeModel) -> Parts:
     """The exported and cut parts of ``model`` (``onnx_export``)."""
-    meta = json.loads(model.meta_json)
-    full = export_parts(model, int(meta.get("input_size", 32)))
-    return cut_parts(full, len(model.heads))
+    return cut_parts(export_parts(model, input_size(model)), len(model.heads))
 
 
 def onnx_cascade(model: CascadeModel, parts: Parts | None = None) -> onnx.ModelProto:
@@ -82,3 +91,21 @@ def save_model(proto: onnx.ModelProto, out: str | Path) -> None:
 def save_sidecar(meta: dict, path: str | Path) -> None:
     """Write the JSON sidecar of an ONNX cascade atomically."""
     save_text(path, json.dumps(meta, indent=1, sort_keys=True) + "\n")
+
+
+def int8_cascade(model: CascadeModel, full: onnx.ModelProto, calibration: np.ndarray,
+                 labels, settings: dict, threads: int = 0) -> onnx.ModelProto:  # fmt: skip
+    """The INT8 early-exit graph of ``model``: ``full`` (its exported parts graph)
+    quantized with ranges from the first ``settings["calibration_images"]`` of
+    ``calibration`` (the calibration split's uint8 images), its thresholds recalibrated
+    on the quantized outputs of the whole split (``labels``: their labels, or None)."""
+    from calex_steps.deploy.quantize import quantize_graph, recalibrate, run_parts
+
+    count = len(model.heads)
+    quantized = quantize_graph(full, calibration[: int(settings["calibration_images"])])
+    outputs = run_parts(quantized, calibration, threads)
+    margin = float(json.loads(model.meta_json)["margin"])
+    spec = recalibrate(outputs, labels, exit_spec(model), settings, margin)
+    meta = onnx_meta(model, spec, precision="int8")
+    meta["calibration_images"] = min(int(settings["calibration_images"]), len(calibration))
+    return compose(cut_parts(quantized, count), spec, meta)

@@ -77,8 +77,13 @@ def compare_decisions(pred, exit_branch, exits: dict, margin: float, thresholds,
         "exit_fractions": exit_fractions(exit_branch, count),
         "simulated_exit_fractions": exit_fractions(sim_exit, count),
         "beyond_examples": [
-            {"image": int(j), "exit": int(exit_branch[j]), "simulated_exit": int(sim_exit[j]),
-             "pred": int(pred[j]), "simulated_pred": int(sim_pred[j])}
+            {
+                "image": int(j),
+                "exit": int(exit_branch[j]),
+                "simulated_exit": int(sim_exit[j]),
+                "pred": int(pred[j]),
+                "simulated_pred": int(sim_pred[j]),
+            }
             for j in beyond[:EXAMPLES]
         ],  # fmt: skip
     }

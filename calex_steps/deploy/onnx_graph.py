@@ -102,6 +102,12 @@ def _argmax(s: _Scope, x: str) -> str:
     return s.op("ArgMax", [x], "pred", axis=1, keepdims=0)
 
 
+def _filled(s: _Scope, like: str, value, elem: int, hint: str) -> str:
+    """A 1-D tensor as long as ``like``, every entry ``value``."""
+    fill = helper.make_tensor(hint, elem, [1], [value])
+    return s.op("ConstantOfShape", [s.op("Shape", [like])], hint, value=fill)
+
+
 def _reduce(s: _Scope, op: str, x: str) -> str:
     return s.op(op, [x, s.const(np.array([1], np.int64), "axis")], op.lower(), keepdims=0)
 
@@ -131,8 +137,7 @@ def _decide(s: _Scope, b: int, spec: ExitSpec, cls: str, conf: str | None,
     new |= {"prev_pred": pred}
     if spec.signal == "patience":
         if b == 0:
-            sig = s.op("ConstantOfShape", [s.op("Shape", [pred])], "signal",
-                       value=helper.make_tensor("one", TensorProto.DOUBLE, [1], [1.0]))  # fmt: skip
+            sig = _filled(s, pred, 1.0, TensorProto.DOUBLE, "signal")
         else:
             same = s.op("Equal", [pred, state["prev_pred"]])
             longer = s.op("Add", [state["run"], s.const(np.float64(1.0), "one")])
@@ -155,11 +160,13 @@ def _decide(s: _Scope, b: int, spec: ExitSpec, cls: str, conf: str | None,
     raise CalexError(f"exit signal '{spec.signal}' is not one of {list(SIGNALS)}")
 
 
-def _typed(name: str, elem: int) -> onnx.ValueInfoProto:
-    return helper.make_tensor_value_info(name, elem, None)
-
-
 OUT_TYPES = (TensorProto.INT64, TensorProto.INT64, TensorProto.FLOAT)
+
+
+def _typed(names: list[str], shape=None) -> list[onnx.ValueInfoProto]:
+    """Value infos of (pred, exit, confidence)-typed outputs named ``names``."""
+    return [helper.make_tensor_value_info(n, t, shape)
+            for n, t in zip(names, OUT_TYPES, strict=True)]  # fmt: skip
 
 
 def _level(s: _Scope, b: int, parts: Parts, spec: ExitSpec, x: str,
@@ -170,8 +177,7 @@ def _level(s: _Scope, b: int, parts: Parts, spec: ExitSpec, x: str,
         logits = _splice(s, parts.tail, "tail", {parts.tail.graph.input[0].name: x})["logits"]
         probs = s.op("Softmax", [logits], axis=1)
         pred = _argmax(s, probs)
-        exit_b = s.op("ConstantOfShape", [s.op("Shape", [pred])], "exit",
-                      value=helper.make_tensor("exit", TensorProto.INT64, [1], [count]))  # fmt: skip
+        exit_b = _filled(s, pred, count, TensorProto.INT64, "exit")
         return pred, exit_b, _reduce(s, "ReduceMax", probs)
     stage = parts.stages[b]
     names = [v.name for v in stage.graph.input]
@@ -181,8 +187,7 @@ def _level(s: _Scope, b: int, parts: Parts, spec: ExitSpec, x: str,
     pred, sig, carried = _decide(s, b, spec, out[f"cls{b}"], conf, state)
     released = s.op("Greater", [sig, s.op("Gather", [s.const(spec.thresholds[b], "thr"), pred])])
     confidence = s.op("Cast", [sig], "confidence", to=TensorProto.FLOAT)
-    exit_b = s.op("ConstantOfShape", [s.op("Shape", [pred])], "exit",
-                  value=helper.make_tensor("exit", TensorProto.INT64, [1], [b]))  # fmt: skip
+    exit_b = _filled(s, pred, b, TensorProto.INT64, "exit")
     stay = s.op("NonZero", [s.op("Not", [released])])
     stay = s.op("Reshape", [stay, s.const(np.array([-1], np.int64), "flat")], "stay")
     any_left = s.op("Greater", [s.op("Size", [stay]), s.const(np.int64(0), "zero")])
@@ -196,15 +201,13 @@ def _level(s: _Scope, b: int, parts: Parts, spec: ExitSpec, x: str,
     answers = _level(inner, b + 1, parts, spec, nxt_x, nxt)
     at = inner.op("Unsqueeze", [stay, inner.const(np.array([1], np.int64), "axis")])
     mine = (pred, exit_b, confidence)
-    merged = [inner.op("ScatterND", [m, at, a], k) for m, a, k in zip(mine, answers, OUTPUTS)]
-    then = helper.make_graph(inner.nodes, f"level{b + 1}", [],
-                             [_typed(n, t) for n, t in zip(merged, OUT_TYPES)],
+    merged = [inner.op("ScatterND", [m, at, a], k)
+              for m, a, k in zip(mine, answers, OUTPUTS, strict=True)]  # fmt: skip
+    then = helper.make_graph(inner.nodes, f"level{b + 1}", [], _typed(merged),
                              initializer=inner.inits)  # fmt: skip
     kept = [s.name(f"kept_{k}") for k in OUTPUTS]
-    orelse = helper.make_graph(
-        [helper.make_node("Identity", [m], [k]) for m, k in zip(mine, kept)],
-        f"stop{b + 1}", [], [_typed(n, t) for n, t in zip(kept, OUT_TYPES)],
-    )  # fmt: skip
+    copies = [helper.make_node("Identity", [m], [k]) for m, k in zip(mine, kept, strict=True)]
+    orelse = helper.make_graph(copies, f"stop{b + 1}", [], _typed(kept))
     return tuple(s.op("If", [any_left], "answer", outputs=3, then_branch=then,
                       else_branch=orelse))  # fmt: skip
 
@@ -218,9 +221,10 @@ def compose(parts: Parts, spec: ExitSpec, meta: dict) -> onnx.ModelProto:
         raise CalexError("the branch exit signal needs the conf logits; re-export the parts")
     top = _Scope("")
     answers = _level(top, 0, parts, spec, INPUT, {})
-    top.nodes += [helper.make_node("Identity", [a], [o]) for a, o in zip(answers, OUTPUTS)]
+    top.nodes += [helper.make_node("Identity", [a], [o])
+                  for a, o in zip(answers, OUTPUTS, strict=True)]  # fmt: skip
     image = parts.stages[0].graph.input[0]
-    outputs = [helper.make_tensor_value_info(o, t, ["batch"]) for o, t in zip(OUTPUTS, OUT_TYPES)]
+    outputs = _typed(list(OUTPUTS), ["batch"])
     graph = helper.make_graph(top.nodes, "calex_cascade", [image], outputs, top.inits)
     first = parts.stages[0]
     model = helper.make_model(graph, opset_imports=list(first.opset_import),
