@@ -11,9 +11,10 @@ import sys
 import numpy as np
 import pytest
 
+from calex_steps.cascade.latency import HEAD_KINDS
 from calex_steps.cascade.simulate import segment_times
 from calex_steps.errors import CalexError
-from calex_steps.stages.measure_segments import HEAD_KINDS, run_measure_segments
+from calex_steps.stages.measure_segments import run_measure_segments
 
 SETTINGS = {"batch_sizes": [16, 1], "warmup": 2, "timed": 16, "prototypes": 8}
 

@@ -20,7 +20,18 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from calex_steps.cascade.module import CascadeModel, ExitHead, split_backbone
+from calex_steps.data.feature_cache import feature_kinds, features_meta
+from calex_steps.errors import CalexError
+from calex_steps.models.checkpoints import load_classifier, load_frozen_backbone
+from calex_steps.models.heads import PrototypeHead
+
 NOT_MEASURED = "not measured"
+
+
+# The head kinds measure_segments times at every attach point (a recipe's `latency_head`).
+HEAD_KINDS = ("augmented", "basic", "basic+cascade")
+SEGMENT_SETTINGS = ("batch_sizes", "warmup", "timed", "prototypes")
 
 
 MIN_CALLS = 3
@@ -204,3 +215,58 @@ def segment_costs(prepare: Callable, segments: list, tail: Callable, heads: dict
         "backbone_ms": ms["backbone"],
         "heads_ms": {k: [ms[f"{k}/{b}"] for b in range(len(h))] for k, h in heads.items()},
     }
+
+
+def exit_heads(kinds: list[str], shapes: list[torch.Size], num_classes: int,
+               prototypes: int, device: torch.device) -> dict[str, list[ExitHead]]:  # fmt: skip
+    """Untrained inference heads of every kind at every attach point (seeded)."""
+    torch.manual_seed(0)
+    heads = {}
+    for name in HEAD_KINDS:
+        kind, _, cascade = name.partition("+")
+        heads[name] = []
+        for b, (stored, shape) in enumerate(zip(kinds, shapes, strict=True)):
+            prev = num_classes if cascade and b > 0 else 0
+            head = PrototypeHead(int(shape[1]), num_classes, prototypes, kind, prev)
+            exit_head = ExitHead(head.eval().requires_grad_(False), stored == "gram")
+            heads[name].append(exit_head.to(device))
+    return heads
+
+
+def check_segment_settings(settings: dict) -> None:
+    """One clear error for missing or impossible settings of measure_segments."""
+    missing = [k for k in SEGMENT_SETTINGS if k not in settings]
+    if missing:
+        raise CalexError(f"--settings lacks {missing}; pass latency.batch_sizes, warmup, "
+                         "timed and training.prototypes")  # fmt: skip
+    sizes = settings["batch_sizes"]
+    if not sizes or min(sizes) < 1 or settings["warmup"] < 0 or settings["timed"] < 1:
+        raise CalexError(
+            f"latency needs batch sizes >= 1, warmup >= 0 and timed >= 1, got {sizes}, "
+            f"{settings['warmup']} and {settings['timed']}; fix the latency block"
+        )
+
+
+def untrained_cascade(
+    backbone, probe, features, prototypes: int
+) -> tuple[CascadeModel, dict[str, list[ExitHead]], dict]:
+    """What measure_segments times, on the CPU: the backbone cut at the feature cache's
+    attach points into a cascade of untrained ``augmented`` heads (thresholds 1: nothing
+    exits), the heads of every kind (``exit_heads``), and the backbone's checkpoint info."""
+    attach = list(features_meta(features)["attach_points"])
+    model, bb = load_frozen_backbone(backbone, "cpu")
+    classifier = load_classifier(model, probe, "cpu")
+    segments, tail = split_backbone(model, classifier, attach)
+    size = int(bb.get("input_size", 32))
+    with torch.inference_mode():
+        shapes, x = [], torch.zeros(1, 3, size, size)
+        for segment in segments:
+            x = segment(x)
+            shapes.append(x.shape)
+    heads = exit_heads(feature_kinds(features, len(attach)), shapes, classifier.out_features,
+                       prototypes, torch.device("cpu"))  # fmt: skip
+    norm, num_classes = bb["normalization"], classifier.out_features
+    cascade = CascadeModel(segments, heads["augmented"], tail, torch.ones(len(attach), num_classes),
+                           norm["mean"], norm["std"], [str(c) for c in range(num_classes)],
+                           meta={"input_size": size})  # fmt: skip
+    return cascade.eval(), heads, bb

@@ -112,6 +112,22 @@ def _ancestors(graph: onnx.GraphProto, outputs: list[str], stop: set[str]) -> se
     return seen
 
 
+def _cut(extractor, full: onnx.ModelProto, outs: list[str], ins: list[str],
+         optional: str | None = None) -> tuple[onnx.ModelProto, bool]:  # fmt: skip
+    """The graph from ``ins`` (and ``optional`` if the outputs depend on it) to ``outs``,
+    and whether it reads ``optional``."""
+    stop = {*ins, optional} - {None}
+    reached = _ancestors(full.graph, outs, stop)
+    if INPUT in reached and INPUT not in ins:
+        raise CalexError(f"{outs[0]} depends on the input images; the graph cannot be cut there")
+    reads = optional is not None and optional in reached
+    model = extractor.extract_model(ins + ([optional] if reads else []), outs)
+    del model.opset_import[:]
+    model.opset_import.extend(full.opset_import)
+    model.ir_version = full.ir_version
+    return model, reads
+
+
 def cut_parts(full: onnx.ModelProto, count: int) -> Parts:
     """Extract the stage, tail and backbone graphs from ``export_parts``'s graph."""
     outputs = {o.name for o in full.graph.output}
@@ -122,19 +138,27 @@ def cut_parts(full: onnx.ModelProto, count: int) -> Parts:
     stages, reads_prev = [], []
     for b in range(count):
         outs = [f"map{b}", f"cls{b}"] + ([f"conf{b}"] if with_conf else [])
-        if b == 0:
-            ins = [INPUT]
-        else:
-            reached = _ancestors(full.graph, outs, {f"map{b - 1}", f"cls{b - 1}"})
-            if INPUT in reached:
-                raise CalexError(f"stage {b + 1} reads the input images; it cannot be cut")
-            ins = [f"map{b - 1}"] + ([f"cls{b - 1}"] if f"cls{b - 1}" in reached else [])
-        reads_prev.append(len(ins) == 2)
-        stages.append(extractor.extract_model(ins, outs))
-    tail = extractor.extract_model([f"map{count - 1}"], [LOGITS])
-    backbone = extractor.extract_model([INPUT], [LOGITS])
-    for part in [*stages, tail, backbone]:
-        del part.opset_import[:]
-        part.opset_import.extend(full.opset_import)
-        part.ir_version = full.ir_version
+        ins, prev = ([INPUT], None) if b == 0 else ([f"map{b - 1}"], f"cls{b - 1}")
+        stage, reads = _cut(extractor, full, outs, ins, prev)
+        stages.append(stage)
+        reads_prev.append(reads)
+    tail = _cut(extractor, full, [LOGITS], [f"map{count - 1}"])[0]
+    backbone = _cut(extractor, full, [LOGITS], [INPUT])[0]
     return Parts(stages, tail, backbone, reads_prev, with_conf)
+
+
+def cut_segments_and_heads(full: onnx.ModelProto, count: int) -> tuple[list, list, list]:
+    """The segment graphs (``images`` or ``map{b-1}`` -> ``map{b}``), the head graphs
+    (``map{b}`` [, ``cls{b-1}``] -> ``cls{b}``[, ``conf{b}``]) and whether each head
+    reads the previous logits: the parts ``measure_segments_onnx`` times apart."""
+    with_conf = "conf0" in {o.name for o in full.graph.output}
+    extractor = onnx.utils.Extractor(full)
+    segments, heads, reads_prev = [], [], []
+    for b in range(count):
+        start = INPUT if b == 0 else f"map{b - 1}"
+        segments.append(_cut(extractor, full, [f"map{b}"], [start])[0])
+        outs = [f"cls{b}"] + ([f"conf{b}"] if with_conf else [])
+        head, reads = _cut(extractor, full, outs, [f"map{b}"], f"cls{b - 1}" if b else None)
+        heads.append(head)
+        reads_prev.append(reads)
+    return segments, heads, reads_prev

@@ -27,8 +27,12 @@ from pathlib import Path
 import torch
 
 from calex_steps.cascade.artifact import script_cascade
-from calex_steps.cascade.latency import segment_costs, timed_image_count
-from calex_steps.cascade.module import CascadeModel, ExitHead, split_backbone
+from calex_steps.cascade.latency import (
+    check_segment_settings,
+    segment_costs,
+    timed_image_count,
+    untrained_cascade,
+)
 from calex_steps.cli import (
     add_runtime_args,
     parse_json_arg,
@@ -36,75 +40,27 @@ from calex_steps.cli import (
     stage_main,
     stage_parser,
 )
-from calex_steps.data.feature_cache import feature_kinds, features_meta
+from calex_steps.data.feature_cache import features_meta
 from calex_steps.data.files import save_text
-from calex_steps.errors import CalexError
-from calex_steps.models.checkpoints import load_classifier, load_frozen_backbone
-from calex_steps.models.heads import PrototypeHead
 from calex_steps.models.inference import load_split
 
 log = logging.getLogger("calex")
 # timed apart, the segments should add up to the whole backbone; further off, say so
 SUM_TOLERANCE = 0.10
-HEAD_KINDS = ("augmented", "basic", "basic+cascade")
-SETTINGS_KEYS = ("batch_sizes", "warmup", "timed", "prototypes")
-
-
-def check_settings(settings: dict) -> None:
-    """One clear error for missing or impossible settings."""
-    missing = [k for k in SETTINGS_KEYS if k not in settings]
-    if missing:
-        raise CalexError(f"--settings lacks {missing}; pass latency.batch_sizes, warmup, "
-                         "timed and training.prototypes")  # fmt: skip
-    sizes = settings["batch_sizes"]
-    if not sizes or min(sizes) < 1 or settings["warmup"] < 0 or settings["timed"] < 1:
-        raise CalexError(
-            f"latency needs batch sizes >= 1, warmup >= 0 and timed >= 1, got {sizes}, "
-            f"{settings['warmup']} and {settings['timed']}; fix the latency block"
-        )
-
-
-def exit_heads(kinds: list[str], shapes: list[torch.Size], num_classes: int,
-               prototypes: int, device: torch.device) -> dict[str, list[ExitHead]]:  # fmt: skip
-    """Untrained inference heads of every kind at every attach point (seeded)."""
-    torch.manual_seed(0)
-    heads = {}
-    for name in HEAD_KINDS:
-        kind, _, cascade = name.partition("+")
-        heads[name] = []
-        for b, (stored, shape) in enumerate(zip(kinds, shapes, strict=True)):
-            prev = num_classes if cascade and b > 0 else 0
-            head = PrototypeHead(int(shape[1]), num_classes, prototypes, kind, prev)
-            exit_head = ExitHead(head.eval().requires_grad_(False), stored == "gram")
-            heads[name].append(exit_head.to(device))
-    return heads
 
 
 def run_measure_segments(prepared, backbone, probe, features, settings: dict, device: str,
                          out) -> dict:  # fmt: skip
     """Measure every part at every batch size; write ``segments.json``; return it."""
-    check_settings(settings)
+    check_segment_settings(settings)
     dev = resolve_device(device)
-    meta = features_meta(features)
-    attach = list(meta["attach_points"])
-    model, bb = load_frozen_backbone(backbone, "cpu")
-    classifier = load_classifier(model, probe, "cpu")
-    segments, tail = split_backbone(model, classifier, attach)
-    norm = bb["normalization"]
     count = timed_image_count(settings["batch_sizes"], settings["warmup"], settings["timed"])
     images = load_split(prepared, "test", "labels", rows=count)[0].to(dev)
-    with torch.inference_mode():
-        shapes, x = [], images[:1].cpu().permute(0, 3, 1, 2).float()
-        for segment in segments:
-            x = segment(x)
-            shapes.append(x.shape)
-    heads = exit_heads(feature_kinds(features, len(attach)), shapes,
-                       classifier.out_features, int(settings["prototypes"]), dev)  # fmt: skip
+    cascade, heads, bb = untrained_cascade(backbone, probe, features,
+                                           int(settings["prototypes"]))  # fmt: skip
+    attach = list(features_meta(features)["attach_points"])
+    cascade, heads = cascade.to(dev), {k: [h.to(dev) for h in hs] for k, hs in heads.items()}
     # The parts run as the exported cascade runs them: scripted (TorchScript).
-    thresholds = torch.ones(len(attach), classifier.out_features)
-    names = [str(c) for c in range(classifier.out_features)]
-    cascade = CascadeModel(segments, heads["augmented"], tail, thresholds, norm["mean"],
-                           norm["std"], names).eval().to(dev)  # fmt: skip
     scripted = script_cascade(cascade).to(dev)
     heads = {kind: [script_cascade(h) for h in hs] for kind, hs in heads.items()}
     per_batch = {}
