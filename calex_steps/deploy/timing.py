@@ -17,7 +17,6 @@ import onnxruntime as ort
 import torch
 
 from calex_steps.cascade.latency import batch_views, call_counts, time_parts
-from calex_steps.deploy.onnx_export import INPUT
 
 CPU = torch.device("cpu")
 
