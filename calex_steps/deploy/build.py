@@ -93,19 +93,22 @@ def save_sidecar(meta: dict, path: str | Path) -> None:
     save_text(path, json.dumps(meta, indent=1, sort_keys=True) + "\n")
 
 
-def int8_cascade(model: CascadeModel, full: onnx.ModelProto, calibration: np.ndarray,
-                 labels, settings: dict, threads: int = 0) -> onnx.ModelProto:  # fmt: skip
-    """The INT8 early-exit graph of ``model``: ``full`` (its exported parts graph)
-    quantized with ranges from the first ``settings["calibration_images"]`` of
-    ``calibration`` (the calibration split's uint8 images), its thresholds recalibrated
-    on the quantized outputs of the whole split (``labels``: their labels, or None)."""
+def int8_cascade(
+    model: CascadeModel, full: onnx.ModelProto, calibration: np.ndarray, labels,
+    settings: dict, threads: int = 0,
+) -> tuple[onnx.ModelProto, Parts]:  # fmt: skip
+    """The INT8 early-exit graph of ``model`` and its cut parts: ``full`` (its exported
+    parts graph) quantized with ranges from the first ``settings["calibration_images"]``
+    of ``calibration`` (the calibration split's uint8 images), the thresholds
+    recalibrated on the quantized outputs of the whole split (``labels``: their labels,
+    or None) with the recipe's exit rule (``settings``, ``deploy.quantize.recalibrate``)."""
     from calex_steps.deploy.quantize import quantize_graph, recalibrate, run_parts
 
-    count = len(model.heads)
     quantized = quantize_graph(full, calibration[: int(settings["calibration_images"])])
     outputs = run_parts(quantized, calibration, threads)
     margin = float(json.loads(model.meta_json)["margin"])
     spec = recalibrate(outputs, labels, exit_spec(model), settings, margin)
     meta = onnx_meta(model, spec, precision="int8")
     meta["calibration_images"] = min(int(settings["calibration_images"]), len(calibration))
-    return compose(cut_parts(quantized, count), spec, meta)
+    parts = cut_parts(quantized, len(model.heads))
+    return compose(parts, spec, meta), parts

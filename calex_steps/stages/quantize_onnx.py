@@ -60,7 +60,7 @@ def run_quantize_onnx(run_dir, margin: float, prepared, settings: dict, out, out
     calibration = read_arrays(prepared, "val", ("images",))[0]
     labels = read_sweep_inputs(Path(features))[0]["val"]["labels"]
     full = export_parts(model, input_size(model))
-    proto = int8_cascade(model, full, calibration, labels, settings, threads)
+    proto = int8_cascade(model, full, calibration, labels, settings, threads)[0]
     save_model(proto, out)
     images, test_labels = read_arrays(prepared, "test", ("images", "labels"))
     cascade = OnnxCascade(out, threads)
