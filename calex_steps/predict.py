@@ -1,6 +1,7 @@
 """Classify image files with an exported cascade (``export_cascade``).
 
     python -m calex_steps.predict --model cascade_m0.2.pt cat.png dog.jpg
+    python -m calex_steps.predict --runtime onnx --model cascade_m0.2.onnx cat.png
 
 Each image is read with PIL, converted to RGB and resized to the artifact's
 input size (32×32, bilinear), then all images run as one batch. One line per
@@ -56,9 +57,25 @@ def predict_lines(model: torch.jit.ScriptModule, paths: list[str]) -> list[str]:
     ]
 
 
-def run_predict(model_path: str | Path, images: list[str]) -> list[str]:
+def onnx_lines(model_path: str | Path, paths: list[str]) -> list[str]:
+    """The lines of an ONNX cascade (``export_onnx``), run by ``deploy.onnx_runner``."""
+    from calex_steps.deploy import onnx_runner
+
+    try:
+        return onnx_runner.predict_lines(onnx_runner.OnnxCascade(model_path), paths)
+    except onnx_runner.RunnerError as exc:
+        raise CalexError(str(exc)) from exc
+
+
+def run_predict(
+    model_path: str | Path, images: list[str], runtime: str = "torchscript"
+) -> list[str]:
     """Load the artifact, classify ``images``, print and return the lines."""
-    lines = predict_lines(load_artifact(model_path), [str(p) for p in images])
+    paths = [str(p) for p in images]
+    if runtime == "onnx":
+        lines = onnx_lines(model_path, paths)
+    else:
+        lines = predict_lines(load_artifact(model_path), paths)
     for line in lines:
         print(line)
     sys.stdout.flush()
@@ -69,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     """Command-line interface."""
     p = argparse.ArgumentParser(prog="python -m calex_steps.predict", description=__doc__)
     p.add_argument("--model", required=True, help="cascade artifact from export_cascade")
+    p.add_argument("--runtime", choices=("torchscript", "onnx"), default="torchscript",
+                   help="onnx: a .onnx of export_onnx, run by ONNX Runtime")  # fmt: skip
     p.add_argument("images", nargs="+", help="image files (any size; resized to 32×32 RGB)")
     return p
 
@@ -76,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _main(argv) -> None:
     """Parse the arguments and print the predictions."""
     args = build_parser().parse_args(argv)
-    run_predict(args.model, args.images)
+    run_predict(args.model, args.images, args.runtime)
 
 
 def main(argv=None) -> int:
