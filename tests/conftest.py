@@ -125,3 +125,16 @@ def tiny_cascade_run(tmp_path_factory) -> dict:
     from helpers import make_tiny_cascade_run
 
     return make_tiny_cascade_run(tmp_path_factory.mktemp("cascade"))
+
+
+@pytest.fixture(scope="session")
+def onnx_export(tiny_cascade_run, tmp_path_factory) -> dict:
+    """The tiny run's cascade at margin 0.05 exported by stage export_onnx (once: the
+    export takes tens of seconds): model and sidecar paths, and the sidecar."""
+    from calex_steps.stages.export_onnx import run_export_onnx
+
+    folder = tmp_path_factory.mktemp("onnx")
+    model, sidecar = folder / "cascade_m0.05.onnx", folder / "cascade_m0.05.json"
+    meta = run_export_onnx(tiny_cascade_run["run"], None, None, None, 0.05,
+                           tiny_cascade_run["prepared"], model, sidecar)  # fmt: skip
+    return {"model": model, "sidecar": sidecar, "meta": meta}

@@ -108,8 +108,8 @@ def _filled(s: _Scope, like: str, value, elem: int, hint: str) -> str:
     return s.op("ConstantOfShape", [s.op("Shape", [like])], hint, value=fill)
 
 
-def _reduce(s: _Scope, op: str, x: str) -> str:
-    return s.op(op, [x, s.const(np.array([1], np.int64), "axis")], op.lower(), keepdims=0)
+def _reduce(s: _Scope, op: str, x: str, axis: int = 1) -> str:
+    return s.op(op, [x, s.const(np.array([axis], np.int64), "axis")], op.lower(), keepdims=0)
 
 
 def _decide(s: _Scope, b: int, spec: ExitSpec, cls: str, conf: str | None,
@@ -127,7 +127,7 @@ def _decide(s: _Scope, b: int, spec: ExitSpec, cls: str, conf: str | None,
         logp = s.op("Unsqueeze", [logp, s.const(np.array([0], np.int64), "axis")])
         members = logp if b == 0 else s.op("Concat", [state["members"], logp], axis=0)
         weight = s.op("Exp", [s.const(spec.ens_a[b, : b + 1].reshape(-1, 1, 1), "ens_a")])
-        ens = _reduce(s, "ReduceSum", s.op("Mul", [weight, members]))
+        ens = _reduce(s, "ReduceSum", s.op("Mul", [weight, members]), axis=0)
         ens = s.op("Div", [ens, s.const(np.float32(b + 1), "members")])
         ens = s.op("Add", [ens, s.const(spec.ens_b[b], "ens_b")])
         probs = s.op("Exp", [s.op("LogSoftmax", [ens], axis=1)])
