@@ -69,3 +69,25 @@ def test_corrupt_artifact(tmp_path, capsys):
     assert "cascade.pt is not a TorchScript cascade" in _error_line(capsys)
     assert predict.main(["--model", str(tmp_path / "gone.pt"), str(image)]) == 1
     assert "gone.pt does not exist" in _error_line(capsys)
+
+
+def test_onnx_runtime_prints_the_same_lines(tiny_cascade_run, artifact, onnx_export, tmp_path,
+                                            capsys):  # fmt: skip
+    paths = []
+    for i in range(0, 120, 11):
+        paths.append(str(tmp_path / f"test{i}.png"))
+        Image.fromarray(tiny_cascade_run["images"][i].numpy()).save(paths[-1])
+    assert predict.main(["--model", str(artifact), *paths]) == 0
+    torchscript = capsys.readouterr().out.splitlines()
+    assert predict.main(["--runtime", "onnx", "--model", str(onnx_export["model"]), *paths]) == 0
+    onnx = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[:3] for line in onnx] == [t.split("\t")[:3] for t in torchscript]
+    for a, b in zip(onnx, torchscript, strict=True):  # both print 4 decimals
+        assert abs(float(a.split("\t")[3]) - float(b.split("\t")[3])) <= 1e-4
+
+
+def test_onnx_runtime_errors_are_one_line(artifact, tmp_path, capsys):
+    image = tmp_path / "a.png"
+    Image.new("RGB", (32, 32)).save(image)
+    assert predict.main(["--runtime", "onnx", "--model", str(artifact), str(image)]) == 1
+    assert "is not a loadable ONNX model" in _error_line(capsys)
