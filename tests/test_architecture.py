@@ -13,7 +13,8 @@ from calex_steps.workflow.code_deps import PLUMBING, module_files
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "calex_steps"
-LIBRARY = ("data", "models", "training", "calibration", "cascade", "reporting", "workflow")
+LIBRARY = ("data", "models", "training", "calibration", "cascade", "reporting", "workflow",
+           "deploy")  # fmt: skip
 NO_TORCH = (
     "data",
     "calibration",
@@ -22,7 +23,18 @@ NO_TORCH = (
     "cascade/simulate.py",
     "cascade/sweep.py",
     "cascade/__init__.py",
+    "deploy/__init__.py",
+    "deploy/onnx_runner.py",
+    "deploy/onnx_graph.py",
+    "deploy/decisions.py",
+    "deploy/quantize.py",
 )
+
+
+def test_the_onnx_runner_needs_only_numpy_onnxruntime_and_pillow():
+    imported = {m.split(".")[0] for m in all_imports(PACKAGE / "deploy" / "onnx_runner.py")}
+    assert imported <= {"__future__", "argparse", "json", "sys", "pathlib", "numpy",
+                        "onnxruntime", "PIL"}, imported  # fmt: skip
 
 
 def rule_names() -> set[str]:
@@ -31,7 +43,7 @@ def rule_names() -> set[str]:
     names = set(re.findall(r"^rule (\w+):", text, re.M))
     names |= set(re.findall(r"^use rule \w+ as (\w+) with:", text, re.M))
     names |= set(re.findall(r'f"(\w+)\{_suffix\}"', text))
-    return names - {"all", "report_all"}
+    return names - {"all", "report_all", "onnx_exports", "onnx_all"}  # targets only
 
 
 def top_level_imports(path: Path) -> set[str]:

@@ -17,8 +17,8 @@ import torch
 
 from calex_steps.cascade.module import SIGNAL_CODES, CascadeModel
 from calex_steps.data.files import save_text
-from calex_steps.deploy.onnx_export import OPSET, Parts, cut_parts, export_parts
-from calex_steps.deploy.onnx_graph import META_KEY, ExitSpec, compose
+from calex_steps.deploy.onnx_export import OPSET, cut_parts, export_parts
+from calex_steps.deploy.onnx_graph import META_KEY, ExitSpec, Parts, compose
 from calex_steps.io import atomic_path
 
 SIGNAL_NAMES = {code: name for name, code in SIGNAL_CODES.items()}

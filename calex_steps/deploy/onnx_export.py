@@ -16,18 +16,16 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass
 
 import onnx
 import torch
 from torch import nn
 
 from calex_steps.cascade.module import CascadeModel
+from calex_steps.deploy.onnx_graph import INPUT, LOGITS, Parts
 from calex_steps.errors import CalexError
 
 OPSET = 18
-INPUT = "images"
-LOGITS = "logits"
 
 
 class CascadeParts(nn.Module):
@@ -80,17 +78,6 @@ def export_parts(model: CascadeModel, input_size: int) -> onnx.ModelProto:
     proto = onnx.load_from_string(buffer.getvalue())
     onnx.checker.check_model(proto, full_check=True)
     return proto
-
-
-@dataclass
-class Parts:
-    """The cut graphs: one per stage, the tail, the plain backbone; and what each stage reads."""
-
-    stages: list[onnx.ModelProto]
-    tail: onnx.ModelProto
-    backbone: onnx.ModelProto
-    reads_prev: list[bool]  # stage b reads cls{b-1}
-    with_conf: bool
 
 
 def _ancestors(graph: onnx.GraphProto, outputs: list[str], stop: set[str]) -> set[str]:

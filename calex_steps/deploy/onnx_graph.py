@@ -24,9 +24,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from calex_steps.deploy.onnx_export import INPUT, Parts
 from calex_steps.errors import CalexError
 
+INPUT = "images"
+LOGITS = "logits"
 OUTPUTS = ("pred", "exit", "confidence")
 META_KEY = "calex"
 SIGNALS = ("branch", "ztw_ensemble", "max_softmax", "entropy", "top2_gap", "patience")
@@ -41,6 +42,17 @@ class ExitSpec:
     temperatures: list[float] = field(default_factory=list)  # one per branch (logit signals)
     ens_a: np.ndarray | None = None  # L×L float32, row b: a of exit b (first b+1 entries)
     ens_b: np.ndarray | None = None  # L×C float32
+
+
+@dataclass
+class Parts:
+    """The cut graphs: one per stage, the tail, the plain backbone; and what each stage reads."""
+
+    stages: list[onnx.ModelProto]
+    tail: onnx.ModelProto
+    backbone: onnx.ModelProto
+    reads_prev: list[bool]  # stage b reads cls{b-1}
+    with_conf: bool
 
 
 class _Scope:

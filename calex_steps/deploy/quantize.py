@@ -31,8 +31,7 @@ from onnxruntime.quantization import (
 from scipy.special import expit, log_softmax
 
 from calex_steps.cascade.sweep import ExitRule, exit_signals, rule_thresholds
-from calex_steps.deploy.onnx_export import INPUT, LOGITS
-from calex_steps.deploy.onnx_graph import ExitSpec
+from calex_steps.deploy.onnx_graph import INPUT, LOGITS, ExitSpec
 from calex_steps.errors import CalexError
 
 log = logging.getLogger("calex")
