@@ -17,7 +17,9 @@ test images (whole batches):
 
 Prints predicted, measured, measured / predicted (target: at least 0.9), and the ms per
 image of each. ``--compile`` adds ``torch.compile`` of the eager cascade and backbone
-(every batch run once first, so compilation is not counted). ``--repeats``: whole
+(every batch run once first, so compilation is not counted). ``--walk`` adds the design
+the export did not take: one ONNX graph per stage, walked by a Python loop that decides
+and gathers the survivors in numpy (branch exit signal only). ``--repeats``: whole
 measurements, median.
 """
 
@@ -70,6 +72,37 @@ def predicted(full, count: int, sessions: dict, batches: list, batch: int, round
     return backbone / float(fracs @ times), fracs.round(3).tolist()
 
 
+def walker(graph_parts, thresholds: np.ndarray, threads: int):
+    """The cascade as per-stage sessions walked in Python (branch exit signal)."""
+    stages = [ort_session(s, threads) for s in graph_parts.stages]
+    tail = ort_session(graph_parts.tail, threads)
+    names = [[i.name for i in s.get_inputs()] for s in stages]
+
+    def run(images: np.ndarray):
+        n, count = len(images), len(stages)
+        pred, conf = np.zeros(n, np.int64), np.zeros(n, np.float32)
+        exit_branch = np.full(n, count, np.int64)
+        alive, x, prev = np.arange(n), images, None
+        for b, session in enumerate(stages):
+            feeds = dict(zip(names[b], (x, prev) if len(names[b]) == 2 else (x,), strict=True))
+            fmap, cls, conf_logits = session.run(None, feeds)
+            p = cls.argmax(axis=1)
+            signal = 1.0 / (1.0 + np.exp(-conf_logits[np.arange(len(p)), p]))
+            released = signal.astype(np.float64) > thresholds[b][p]
+            out = alive[released]
+            pred[out], conf[out], exit_branch[out] = p[released], signal[released], b
+            alive, x, prev = alive[~released], fmap[~released], cls[~released]
+            if not len(alive):
+                return pred, exit_branch, conf
+        logits = tail.run(None, {tail.get_inputs()[0].name: x})[0]
+        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs /= probs.sum(axis=1, keepdims=True)
+        pred[alive], conf[alive] = probs.argmax(axis=1), probs.max(axis=1)
+        return pred, exit_branch, conf
+
+    return run
+
+
 def main() -> None:
     """Parse the arguments, measure, print."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -82,6 +115,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=1, help="whole measurements; median")
     p.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime threads")
     p.add_argument("--compile", action="store_true", help="also time torch.compile")
+    p.add_argument("--walk", action="store_true", help="also time stage graphs walked in Python")
     a = p.parse_args()
     keep_freed_memory()
     torch.set_num_threads(a.threads)
@@ -104,6 +138,8 @@ def main() -> None:
             parts = {name: (runner(s), batches) for name, s in sessions.items()}
             parts |= {"scripted cascade": (scripted, tensors),
                       "scripted backbone": (scripted.backbone_logits, tensors)}  # fmt: skip
+            if a.walk:
+                parts["walked stages"] = (walker(cut, spec.thresholds, a.threads), batches)
             if a.compile:
                 parts |= {"compiled cascade": (torch.compile(model, dynamic=True), tensors),
                           "compiled backbone": (torch.compile(model.backbone_logits,
