@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
+from conftest import copy_workflow, snakemake, write_tiny
+from test_workflow import scheduled
 
 from calex_steps.cascade.latency import HEAD_KINDS
 from calex_steps.cascade.simulate import segment_times
@@ -30,3 +33,15 @@ def test_segments_timed_in_onnx_runtime_are_what_the_sweep_reads(tiny_cascade_ru
         for kind in HEAD_KINDS:
             times, backbone = segment_times(data, attach, batch, kind)
             assert backbone == entry["backbone_ms"] and np.all(np.diff(times) > 0)
+
+
+@pytest.mark.slow
+def test_lr_runtime_onnx_makes_the_sweeps_read_onnx_runtime_times(tmp_path):
+    workdir = copy_workflow(tmp_path / "wf")
+    write_tiny(workdir, {"latency.lr_runtime": "onnx", "study.recipes": ["calexnet"]})
+    result = snakemake(workdir, "-n")
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = scheduled(result.stdout)
+    assert jobs["measure_segments_onnx"] == 1 and jobs["measure_segments"] == 1  # + PyTorch table
+    sweeps = [b for b in result.stdout.split("\n\n") if "rule sweep_margins:" in b]
+    assert sweeps and all("latency/segments_onnx.json" in b for b in sweeps)
