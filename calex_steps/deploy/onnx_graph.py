@@ -24,13 +24,13 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from calex_steps.cascade.signals import SIGNALS
 from calex_steps.errors import CalexError
 
 INPUT = "images"
 LOGITS = "logits"
 OUTPUTS = ("pred", "exit", "confidence")
 META_KEY = "calex"
-SIGNALS = ("branch", "ztw_ensemble", "max_softmax", "entropy", "top2_gap", "patience")
 
 
 @dataclass
