@@ -101,8 +101,8 @@ def int8_settings(recipe, dataset):
     """How an INT8 cascade's thresholds are recalibrated: the recipe's exit rule (as its
     sweep of split 0 applies it), and the images that set the quantization ranges."""
     settings = sweep_settings(CFG, recipe, dataset, 0)
-    exit_rule = {k: settings[k] for k in INT8_RULE_KEYS if k in settings}
-    return exit_rule | {"calibration_images": CFG["deploy"]["calibration_images"]}
+    kept = {k: settings[k] for k in INT8_RULE_KEYS if k in settings}
+    return kept | {"calibration_images": CFG["deploy"]["calibration_images"]}
 
 
 def onnx_latency_plan(wildcards):
