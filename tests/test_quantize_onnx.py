@@ -13,7 +13,7 @@ from scipy.special import expit
 from calex_steps.cascade.module import exit_signal
 from calex_steps.deploy.onnx_graph import ExitSpec
 from calex_steps.deploy.onnx_runner import OnnxCascade
-from calex_steps.deploy.quantize import branch_outputs, recalibrate
+from calex_steps.deploy.quantize import branch_outputs, calibration_sample, recalibrate
 from calex_steps.errors import CalexError
 from calex_steps.stages.quantize_onnx import run_quantize_onnx
 
@@ -86,3 +86,12 @@ def test_int8_cascade_of_the_tiny_run(tiny_cascade_run, tmp_path):
     with pytest.raises(CalexError, match="calibration_images >= 1"):
         run_quantize_onnx(tiny_cascade_run["run"], 0.05, tiny_cascade_run["prepared"], RULE,
                           out, sidecar)  # fmt: skip
+
+
+def test_calibration_sample_covers_a_split_grouped_by_class():
+    labels = np.repeat(np.arange(10), 100)  # 1,000 images stored class by class
+    picked = calibration_sample(labels, 200)
+    assert len(picked) == 200 and np.all(np.diff(picked) >= 0)  # split order kept
+    assert np.all(np.bincount(picked, minlength=10) > 0)  # every class, not the first two
+    np.testing.assert_array_equal(picked, calibration_sample(labels, 200))  # seeded
+    assert len(calibration_sample(labels, 5000)) == 1000

@@ -98,13 +98,19 @@ def int8_cascade(
     settings: dict, threads: int = 0,
 ) -> tuple[onnx.ModelProto, Parts]:  # fmt: skip
     """The INT8 early-exit graph of ``model`` and its cut parts: ``full`` (its exported
-    parts graph) quantized with ranges from the first ``settings["calibration_images"]``
-    of ``calibration`` (the calibration split's uint8 images), the thresholds
+    parts graph) quantized with ranges from ``settings["calibration_images"]`` images of
+    ``calibration`` (the calibration split's uint8 images; a seeded sample), the thresholds
     recalibrated on the quantized outputs of the whole split (``labels``: their labels,
     or None) with the recipe's exit rule (``settings``, ``deploy.quantize.recalibrate``)."""
-    from calex_steps.deploy.quantize import quantize_graph, recalibrate, run_parts
+    from calex_steps.deploy.quantize import (
+        calibration_sample,
+        quantize_graph,
+        recalibrate,
+        run_parts,
+    )
 
-    quantized = quantize_graph(full, calibration[: int(settings["calibration_images"])])
+    sample = calibration_sample(calibration, int(settings["calibration_images"]))
+    quantized = quantize_graph(full, sample)
     outputs = run_parts(quantized, calibration, threads)
     margin = float(json.loads(model.meta_json)["margin"])
     spec = recalibrate(outputs, labels, exit_spec(model), settings, margin)

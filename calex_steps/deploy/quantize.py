@@ -3,7 +3,8 @@ quantized model's own calibration outputs (docs/deploy.md).
 
 ``quantize_graph`` quantizes the exported parts graph (``onnx_export.export_parts``:
 every segment, head and the tail, no exit) in QDQ form, INT8 weights per output channel
-and UINT8 activations whose ranges come from the first calibration images (MinMax).
+and UINT8 activations whose ranges come from a seeded sample of the calibration split
+(``calibration_sample``; MinMax).
 The exit decisions stay in float: the quantized graph is then cut and composed like the
 float one. Quantization moves every confidence, so thresholds calibrated on the float
 outputs no longer give the same precision: ``recalibrate`` runs the quantized parts on
@@ -51,6 +52,13 @@ class _Images(CalibrationDataReader):
     def get_next(self) -> dict | None:
         batch = next(self.batches, None)
         return None if batch is None else {INPUT: batch}
+
+
+def calibration_sample(images: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
+    """``count`` images drawn without replacement (seeded, in split order): a split may be
+    stored grouped by class, and its first images would cover a few classes only."""
+    picked = np.random.default_rng(seed).choice(len(images), min(count, len(images)), False)
+    return images[np.sort(picked)]
 
 
 def quantize_graph(full: onnx.ModelProto, images: np.ndarray) -> onnx.ModelProto:

@@ -10,8 +10,8 @@
         --out-meta results/D/B/R/seed0/cascade_m0.2_int8.json
 
 The cascade of ``export_onnx``, its network quantized by ONNX Runtime's static
-quantization (INT8 per-channel weights, UINT8 activations whose ranges come from the
-first ``calibration_images`` images of the calibration split) and its thresholds
+quantization (INT8 per-channel weights, UINT8 activations whose ranges come from a
+seeded sample of ``calibration_images`` images of the calibration split) and its thresholds
 recalibrated at the same margin, with the recipe's exit rule, on the quantized model's
 own outputs over the whole calibration split (``deploy.quantize``). The sidecar gives
 the recalibrated thresholds and the INT8 cascade's accuracy and exit fractions on the
