@@ -106,10 +106,13 @@ def int8_settings(recipe, dataset):
 
 
 def onnx_latency_plan(wildcards):
-    """measure_latency's plan with each recipe's INT8 recalibration settings."""
+    """measure_latency's plan (only deploy.onnx_recipes when set) with each recipe's
+    INT8 recalibration settings."""
+    chosen = CFG["deploy"]["onnx_recipes"] or STUDY["recipes"]
     return [
         entry | {"settings": int8_settings(entry["recipe"], wildcards.dataset)}
         for entry in latency_plan(wildcards)
+        if entry["recipe"] in chosen
     ]
 
 

@@ -139,7 +139,7 @@ rule measure_latency_onnx:
     threads: 2  # timing on the CPU: nothing else runs beside it on a 2-core machine
     resources:
         mem_mb=8000,
-        runtime=lambda w: 30 + 10 * len(STUDY["recipes"]),
+        runtime=lambda w: 30 + 10 * len(onnx_latency_plan(w)),
     params:
         plan=lambda w: as_json({"recipes": onnx_latency_plan(w)}),
         latency={k: CFG["latency"][k] for k in ("fr", *LATENCY_KEYS)},

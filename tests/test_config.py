@@ -215,3 +215,10 @@ def test_only_recipes_with_their_own_branches_are_exported_or_read_for_calibrati
     ]  # fmt: skip
     with_ztw = own_branch_recipes(config, ("branch", "ztw_ensemble"))
     assert "ztw" in with_ztw and "calexnet_matched" not in with_ztw and "msp_cpm" not in with_ztw
+
+
+def test_onnx_recipes_must_be_study_recipes(full):
+    assert validate_config(full)["deploy"]["onnx_recipes"] == []
+    full["deploy"]["onnx_recipes"] = [full["study"]["recipes"][0], "nope"]
+    with pytest.raises(CalexError, match=r"deploy.onnx_recipes names \['nope'\]"):
+        validate_config(full)
