@@ -36,10 +36,10 @@ from calex_steps.deploy.onnx_graph import INPUT, LOGITS, ExitSpec
 from calex_steps.errors import CalexError
 
 log = logging.getLogger("calex")
+# ONNX Runtime's MinMax calibration keeps every activation of every calibration image
+# until it computes the ranges (its option to merge them every few batches drops the
+# earlier batches in onnxruntime 1.31), so memory grows with deploy.calibration_images.
 CALIBRATION_BATCH = 64
-# Calibration keeps the activations of this many batches before merging their ranges,
-# so that memory stays bounded on a large calibration set.
-KEPT_BATCHES = 4
 
 
 class _Images(CalibrationDataReader):
@@ -73,7 +73,6 @@ def quantize_graph(full: onnx.ModelProto, images: np.ndarray) -> onnx.ModelProto
                 str(source), str(target), _Images(images), quant_format=QuantFormat.QDQ,
                 per_channel=True, activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-                extra_options={"CalibMaxIntermediateOutputs": KEPT_BATCHES},
             )  # fmt: skip
         return onnx.load(str(target))
 

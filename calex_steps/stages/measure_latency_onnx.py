@@ -7,7 +7,7 @@ float and INT8, against the ONNX backbone (docs/deploy.md).
                   "head": "augmented", "settings": {"exit_signal": "branch",
                   "thresholds": "per_class", "calibration": "cascade",
                   "calibration_target": "cpm", "temperature_scaling": false,
-                  "calibration_images": 1000}}, ...]}' \
+                  "calibration_images": 256}}, ...]}' \
         --fr 0.5 --batch-sizes 1 256 --warmup 50 --timed 500 \
         --segments results/D/B/latency/segments_onnx.json --threads 2 \
         --out-table latency_onnx.csv --out-int8 int8.csv

@@ -5,7 +5,7 @@
          --exit-signal ... --ensembles ...] --margin 0.2 --prepared results/D/prepared.h5 \
         --settings '{"exit_signal": "branch", "thresholds": "per_class",
                      "calibration": "cascade", "calibration_target": "cpm",
-                     "temperature_scaling": false, "calibration_images": 1000}' \
+                     "temperature_scaling": false, "calibration_images": 256}' \
         --out results/D/B/R/seed0/cascade_m0.2_int8.onnx \
         --out-meta results/D/B/R/seed0/cascade_m0.2_int8.json
 
