@@ -4,7 +4,7 @@
     python -m calex_steps.predict --runtime onnx --model cascade_m0.2.onnx cat.png
 
 Each image is read with PIL, converted to RGB and resized to the artifact's
-input size (32×32, bilinear), then all images run as one batch. One line per
+input size (its metadata's ``input_size``, bilinear); all images run as one batch. One line per
 image: ``path<TAB>class<TAB>branch l | backbone<TAB>confidence``.
 """
 
@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="cascade artifact from export_cascade")
     p.add_argument("--runtime", choices=("torchscript", "onnx"), default="torchscript",
                    help="onnx: a .onnx of export_onnx, run by ONNX Runtime")  # fmt: skip
-    p.add_argument("images", nargs="+", help="image files (any size; resized to 32×32 RGB)")
+    p.add_argument("images", nargs="+", help="images (any size; resized to the model's input size)")
     return p
 
 
