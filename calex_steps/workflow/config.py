@@ -120,12 +120,9 @@ def _check_references(config: dict) -> None:
                     f"study.{section} names '{name}', which is not a key of '{section}' "
                     f"(defined: {known}); add a '{section}.{name}' entry or remove it"
                 )
-    stray = [r for r in config["deploy"]["onnx_recipes"] if r not in config["study"]["recipes"]]
-    if stray:
-        raise CalexError(
-            f"deploy.onnx_recipes names {stray}, which are not study recipes "
-            f"({', '.join(config['study']['recipes'])}); name study recipes or leave it empty"
-        )
+    if stray := sorted(set(config["deploy"]["onnx_recipes"]) - set(config["study"]["recipes"])):
+        raise CalexError(f"deploy.onnx_recipes names {stray}, which are not study recipes; "
+                         "name study recipes or leave it empty")  # fmt: skip
 
 
 def _check_branch_source(name: str, recipe: dict, recipes: dict) -> None:
