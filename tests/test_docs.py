@@ -22,7 +22,7 @@ import h5py
 import pytest
 import yaml
 from conftest import ROOT, SNAKEMAKE, copy_workflow, write_tiny
-from test_architecture import rule_names
+from test_architecture import TARGETS, rule_names
 from test_workflow import scheduled
 
 from calex_steps.data.sources import _required_files
@@ -184,7 +184,7 @@ def test_named_tests_exist():
 
 
 def all_rules() -> set[str]:
-    return rule_names() | {"all", "report_all"}
+    return rule_names() | set(TARGETS)
 
 
 def named_rules(text: str) -> set[str]:
