@@ -144,13 +144,12 @@ rule measure_latency_onnx:
         plan=lambda w: as_json({"recipes": onnx_latency_plan(w)}),
         latency={k: CFG["latency"][k] for k in ("fr", *LATENCY_KEYS)},
         batch_sizes=" ".join(str(b) for b in CFG["latency"]["batch_sizes"]),
-        calibration=CFG["deploy"]["calibration_images"],
     shell:
         "python -m calex_steps.stages.measure_latency_onnx --prepared {input.prepared}"
         " --plan {params.plan:q} --fr {params.latency[fr]}"
         " --batch-sizes {params.batch_sizes} --warmup {params.latency[warmup]}"
         " --timed {params.latency[timed]} --segments {input.segments}"
-        " --calibration-images {params.calibration} --threads {threads}"
+        " --threads {threads}"
         " --out-table {output.table} --out-int8 {output.int8} > {log} 2>&1"
 
 
