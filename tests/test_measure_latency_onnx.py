@@ -3,11 +3,15 @@ point, against the ONNX backbones."""
 
 from __future__ import annotations
 
+import importlib
 import json
+import re
+import shlex
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import copy_workflow, snakemake, write_tiny
 
 from calex_steps.errors import CalexError
 from calex_steps.stages.measure_latency import TABLE_COLUMNS
@@ -62,3 +66,20 @@ def test_float_and_int8_at_the_operating_point(tiny_cascade_run, tmp_path):
     with pytest.raises(CalexError, match="--plan needs one entry per recipe"):
         run_measure_latency_onnx([{"recipe": "x"}], tiny_cascade_run["prepared"], 0.5, [1], 1,
                                  8, *outs)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_every_onnx_rule_calls_its_stage_with_arguments_it_takes(tmp_path):
+    workdir = copy_workflow(tmp_path / "wf")
+    write_tiny(workdir, {"study.recipes": ["calexnet", "ztw"]})
+    result = snakemake(workdir, "onnx_all", "-n", "-p")
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = set()
+    for line in result.stdout.splitlines():
+        match = re.search(r"python -m calex_steps\.stages\.(\w+_onnx|export_onnx) (.*?) >", line)
+        if match:
+            stage = importlib.import_module(f"calex_steps.stages.{match.group(1)}")
+            stage.build_parser().parse_args(shlex.split(match.group(2)))  # exits on a bad flag
+            seen.add(match.group(1))
+    assert seen == {"export_onnx", "check_onnx", "quantize_onnx", "measure_segments_onnx",
+                    "measure_latency_onnx"}  # fmt: skip
