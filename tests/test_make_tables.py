@@ -12,8 +12,9 @@ import pytest
 from report_fixtures import run_files, write_run
 
 from calex_steps.errors import CalexError
-from calex_steps.reporting.bootstrap import Design, bootstrap_backbone
+from calex_steps.reporting.bootstrap import Design, Estimate, bootstrap_backbone
 from calex_steps.reporting.curves import interpolate_at_fr, interpolate_curve
+from calex_steps.reporting.ranking import rank
 from calex_steps.stages.make_tables import run_make_tables
 
 SETTINGS = {"backbones": ["r18"], "recipes": ["calexnet", "noalign"], "resamples": 200}
@@ -52,9 +53,12 @@ def test_a_cell_past_the_reached_fr_is_marked_in_csv_markdown_and_latex(tmp_path
     line = next(t for t in tex.splitlines() if t.startswith("calexnet &"))
     assert line.split(" & ")[4].endswith("\\textsuperscript{\\dag}")
     # Extrapolated cells never enter the ranking the summary is written from.
-    ranking = pd.read_csv(out / "ranking.csv").set_index(["view", "target"])
-    assert ranking.loc[("loss_fr", 0.7), "verdict"] == "none"
-    assert ranking.loc[("loss_fr", 0.6), "verdict"] in ("distinguishable", "not distinguishable")
+    ranking = pd.read_csv(out / "ranking.csv").set_index(["view", "target", "recipe"]).sort_index()
+    assert (ranking.loc[("loss_fr", 0.7), "verdict"] == "none").all()
+    assert ranking.loc[("loss_fr", 0.7), "p_best"].isna().all()
+    assert set(ranking.loc[("loss_fr", 0.6), "verdict"]) <= {"best", "not told apart"}
+    # every measured recipe's probability of being best, adding up to one per target
+    assert ranking.loc[("loss_fr", 0.6), "p_best"].sum() == pytest.approx(1.0)
 
 
 def test_point_estimates_average_the_runs_read_as_interpolate_at_fr_reads_them(tmp_path):
@@ -202,3 +206,30 @@ def test_old_or_inconsistent_sweep_files_stop_with_one_line(tmp_path):
     with pytest.raises(CalexError, match="backbones and recipes required"):
         make(folders, tmp_path / "t", {"recipes": ["calexnet"]})
     assert not (tmp_path / "t").exists()
+
+
+def test_the_best_is_named_only_when_it_wins_in_enough_replicates():
+    # 100 replicates of three recipes' losses at one target: a wins 97 of them, b 2, and
+    # a and b tie in one (half a win each); c never wins.
+    a = np.ones(100)
+    b = np.full(100, 2.0)
+    b[:2], b[2] = 0.5, 1.0
+    reps = np.stack([a, b, np.full(100, 3.0)], axis=1)[:, :, None]  # (B, R, T)
+    point = np.array([[1.0], [2.0], [3.0]])
+    est = Estimate(np.array([0.4]), point, reps, point[:, None], np.zeros((3, 1), np.int8),
+                   np.ones(3))  # fmt: skip
+    rows = rank(est, ["a", "b", "c"], "loss_fr", 0.95, 0.95, {})
+    assert [(r["recipe"], r["p_best"], r["contender"]) for r in rows] == [
+        ("a", 0.975, True), ("b", 0.025, False), ("c", 0.0, False)]
+    assert {r["verdict"] for r in rows} == {"best"}
+    # At a stricter level a alone does not reach it: a and b cannot be told apart.
+    rows = rank(est, ["a", "b", "c"], "loss_fr", 0.95, 0.98, {})
+    assert [r["recipe"] for r in rows if r["contender"]] == ["a", "b"]
+    assert {r["verdict"] for r in rows} == {"not told apart"}
+    # Where higher is better c would always win, but its cell is extrapolated: it does
+    # not compete, and b wins 97.5 replicates of 100.
+    est.status[2, 0] = 1
+    rows = rank(est, ["a", "b", "c"], "iso_fr", 0.95, 0.95, {})
+    by_recipe = {r["recipe"]: r for r in rows}
+    assert by_recipe["b"]["p_best"] == pytest.approx(0.975) and by_recipe["b"]["contender"]
+    assert np.isnan(by_recipe["c"]["p_best"]) and by_recipe["c"]["status"] == "extrapolated"

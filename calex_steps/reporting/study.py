@@ -25,6 +25,7 @@ DEFAULTS = {
     "iso_losses": [0.5, 1.0],
     "tolerance": 0.08,
     "confidence": 0.95,
+    "best_probability": 0.95,
     "resamples": 2000,
     "bootstrap_seed": 0,
     "lr_batch_size": None,
@@ -148,8 +149,9 @@ def _view(est: dict, view: str, recipes, settings: dict, context: dict, timed_on
     confidence = settings["confidence"]
     frame = tables.long_table(est[view], reference, where, recipes, view, confidence)
     condition = timed_on if view == "loss_lr" else ""
+    level = float(settings["best_probability"])
     return frame, ranking.rank(
-        est[view], recipes, view, confidence, {**context, "condition": condition}
+        est[view], recipes, view, confidence, level, {**context, "condition": condition}
     )
 
 

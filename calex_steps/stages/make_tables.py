@@ -17,7 +17,8 @@ bootstrap, docs/results.md) and writes into --out-dir:
                               for a backbone without --segments timings)
   paper_grid.{csv,md}         the loss read on the paper's eight margins, and how far
                               each cell moves from the dense frontier
-  ranking.csv                 the best recipe per target and its gap to the runner-up
+  ranking.csv                 per target, every recipe's probability of being best over the
+                              bootstrap replicates, and the recipes not told apart from it
   bootstrap.npz               the replicates write_claims checks the paper's claims on
 A cell past the largest reduction a run reached is marked extrapolated (CSV
 `status`, a dagger in Markdown and LaTeX); further than `tolerance` it is "—".
