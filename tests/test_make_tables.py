@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from report_fixtures import run_files, write_run
+from report_fixtures import frontier_table, run_files, write_run
 
 from calex_steps.errors import CalexError
 from calex_steps.reporting.bootstrap import Design, Estimate, bootstrap_backbone
@@ -220,7 +220,10 @@ def test_the_best_is_named_only_when_it_wins_in_enough_replicates():
                    np.ones(3))  # fmt: skip
     rows = rank(est, ["a", "b", "c"], "loss_fr", 0.95, 0.95, {})
     assert [(r["recipe"], r["p_best"], r["contender"]) for r in rows] == [
-        ("a", 0.975, True), ("b", 0.025, False), ("c", 0.0, False)]
+        ("a", 0.975, True),
+        ("b", 0.025, False),
+        ("c", 0.0, False),
+    ]
     assert {r["verdict"] for r in rows} == {"best"}
     # At a stricter level a alone does not reach it: a and b cannot be told apart.
     rows = rank(est, ["a", "b", "c"], "loss_fr", 0.95, 0.98, {})
@@ -233,3 +236,39 @@ def test_the_best_is_named_only_when_it_wins_in_enough_replicates():
     by_recipe = {r["recipe"]: r for r in rows}
     assert by_recipe["b"]["p_best"] == pytest.approx(0.975) and by_recipe["b"]["contender"]
     assert np.isnan(by_recipe["c"]["p_best"]) and by_recipe["c"]["status"] == "extrapolated"
+
+
+def test_the_lr_view_reads_the_curve_on_predicted_times_not_macs(tmp_path):
+    # Ten images the backbone gets right, one branch. Leaving at the branch costs half the
+    # MACs (FR 0.5) but 0.2 of the backbone's time (LR 0.8); going through costs all the
+    # MACs and 1.1 times the backbone's time (the head). At margin 0.5 five images leave
+    # (one wrongly), at margin 1 all ten (three wrongly).
+    exit_branch = np.array([[1] * 10, [0] * 5 + [1] * 5, [0] * 10])
+    labels = np.zeros(10, np.int64)
+    final = np.zeros((3, 10), np.int64)
+    final[1, 0] = final[2, :3] = 1
+    exits = {"margins": np.array([0.0, 0.5, 1.0]), "exit_branch": exit_branch,
+             "final_pred": final, "labels": labels, "backbone_pred": labels,
+             "test_index": np.arange(10), "costs": np.array([0.5, 1.0]),
+             "total_macs": np.array(1.0), "times_ms": np.array([0.2, 1.1]),
+             "backbone_ms": np.array(1.0)}  # fmt: skip
+    folder = tmp_path / "syn" / "r18" / "calexnet" / "seed0" / "split0"
+    folder.mkdir(parents=True)
+    np.savez(folder / "exits.npz", **exits)
+    for name in ("frontier.csv", "sweep.csv"):
+        frontier_table(exits).to_csv(folder / name, index=False, float_format="%.6f")
+    segments = tmp_path / "syn" / "r18" / "latency" / "segments.json"
+    segments.parent.mkdir(parents=True)
+    segments.write_text(json.dumps({"device": "cpu", "threads": 1, "torch": "2",
+                                    "per_batch": {"256": {}}}))  # fmt: skip
+    settings = {"backbones": ["r18"], "recipes": ["calexnet"], "resamples": 100,
+                "lr_targets": [0.2, 0.5, 0.6], "fr_targets": [0.2, 0.4]}  # fmt: skip
+    out = make([folder], tmp_path / "tables", settings, [segments])
+    # LR curve: (0, 1.0) anchor, (0.35, 0.9), (0.8, 0.7) (and (-0.1, 1.0) at margin 0).
+    lr = out["loss_lr"].set_index("lr_target")
+    expected = [100 * 0.1 * 0.2 / 0.35, 10 + 100 * 0.2 * 0.15 / 0.45, 10 + 100 * 0.2 * 0.25 / 0.45]
+    np.testing.assert_allclose(lr["mean"], expected, atol=1e-6)
+    assert (lr["status"] == "measured").all()
+    # The FR view of the same exits: (0.25, 0.9), (0.5, 0.7); at FR 0.2 the loss is 8 points.
+    fr = out["loss_fr"].set_index("fr_target")
+    np.testing.assert_allclose(fr["mean"], [8.0, 10 + 100 * 0.2 * 0.15 / 0.25], atol=1e-6)

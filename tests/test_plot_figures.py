@@ -235,3 +235,29 @@ def test_settings_with_an_unknown_key_fail(runs):
         plot_pareto.run_plot_pareto(
             [folders[0] / "frontier.csv"], settings, root / "a.png", root / "a.pdf"
         )
+
+
+def test_pareto_draws_the_frontier_means_through_the_anchor():
+    # Two runs of one recipe at three margins: the figure draws, on each axis, the mean
+    # over runs of the reduction against the mean accuracy, from the anchor (0, backbone).
+    rows = {"margin": [0.1, 0.2, 0.4] * 2, "fr": [0.3, 0.45, 0.6, 0.32, 0.47, 0.62],
+            "accuracy": [0.86, 0.80, 0.66, 0.88, 0.78, 0.70],
+            "seed": [0] * 3 + [1] * 3}  # fmt: skip
+    frame = pd.DataFrame(rows).assign(recipe="calexnet", split=0)
+    frame["lr"] = frame["fr"] - 0.1
+    fig = plot_pareto_figure(pareto_points(frame, [0.1, 0.2]), 0.9, ["calexnet"], "t", "cpu")
+    color = recipe_color("calexnet", ["calexnet"])
+    means = {"fr": [0.31, 0.46, 0.61], "lr": [0.21, 0.36, 0.51]}
+    accuracy = [0.87, 0.79, 0.68]
+    for ax, axis in zip(fig.axes[:2], ("fr", "lr"), strict=True):
+        mine = [line for line in ax.lines if line.get_color() == color]
+        curve = [(x, y) for line in mine if line.get_marker() in ("None", "")
+                 for x, y in zip(line.get_xdata(), line.get_ydata(), strict=True)]  # fmt: skip
+        x = means[axis]
+        # the 0.70 floor is crossed between the last two points: the curve is cut there
+        crossing = x[1] + (0.70 - 0.79) / (0.68 - 0.79) * (x[2] - x[1])
+        want = [(0.0, 0.9), *zip(x, accuracy, strict=True), (crossing, 0.70)]
+        np.testing.assert_allclose(sorted(set(curve)), sorted(want), atol=1e-12)
+        dots = [line for line in mine if line.get_marker() == "o"][0]  # the paper's margins
+        np.testing.assert_allclose(dots.get_xdata(), x[:2])
+        np.testing.assert_allclose(dots.get_ydata(), accuracy[:2])

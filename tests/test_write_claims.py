@@ -58,9 +58,12 @@ def test_the_papers_own_ablation_numbers_make_every_claim_hold(tmp_path):
     # Each verdict says where it was tested: claim 1 at every measured FR, the ablation
     # claims at FR 0.4 and 0.6, the last at the tightest margin.
     assert cells(text) == ["holds (FR 0.4, 0.5, 0.6, 0.7, 0.8)"] + ["holds (FR 0.4, 0.6)"] * 3 + [
-        "holds (m = 0.01)"]
-    assert ("### 1. calexnet loses less accuracy than the no-alignment reference noalign at "
-            "every measured FR, tested at FR 0.4, 0.5, 0.6, 0.7, 0.8: **holds**") in text
+        "holds (m = 0.01)"
+    ]
+    assert (
+        "### 1. calexnet loses less accuracy than the no-alignment reference noalign at "
+        "every measured FR, tested at FR 0.4, 0.5, 0.6, 0.7, 0.8: **holds**"
+    ) in text
     # The evidence is printed beside the verdict: the super-additivity contrast at FR 0.4.
     assert f"- FR 0.4: {4.2 - 4.9 - 7.3 + 6.1:+.2f} pp [" in text
     assert "- m = 0.01: +0.30 pp [" in text and "below 1 pp" in text

@@ -47,8 +47,9 @@ def test_summary_names_the_best_only_when_it_is_probably_best(tmp_path):
     assert "named the best only when that probability\nreaches 0.95;" in text
     assert ("- FR 0.4: **align_only** loses least, 13.7 pp [12.9, 14.5] (probability of "
             "being best 0.97).") in text  # fmt: skip
-    assert ("- FR 0.5: cannot be told apart from the best: **calexnet** 20.6 pp [19.8, 21.4], "
-            "probability 0.60; **noalign** 20.9 pp [20.0, 21.7], probability 0.38.") in text  # fmt: skip
+    assert ("- FR 0.5: cannot be told apart from the best: **calexnet** 20.6 pp "
+            "[19.8, 21.4], probability 0.60; **noalign** 20.9 pp [20.0, 21.7], "
+            "probability 0.38.") in text  # fmt: skip
     assert "kd_only** 22.0" not in text  # outside the set whose probabilities reach 0.95
     assert "- FR 0.7: no recipe reaches this target without extrapolation." in text
     assert ("- loss ≤ 1 pp: **kd_only** reaches the largest FR, 0.12 [0.10, 0.15]; "
