@@ -251,7 +251,9 @@ def test_the_lr_view_reads_the_curve_on_predicted_times_not_macs(tmp_path):
              "final_pred": final, "labels": labels, "backbone_pred": labels,
              "test_index": np.arange(10), "costs": np.array([0.5, 1.0]),
              "total_macs": np.array(1.0), "times_ms": np.array([0.2, 1.1]),
-             "backbone_ms": np.array(1.0)}  # fmt: skip
+             "backbone_ms": np.array(1.0), "pool_size": np.array(20),
+             "bootstrap_seed": np.array(0),
+             **{f"recal_{k}": np.empty((0, 3)) for k in ("accuracy", "fr", "lr")}}  # fmt: skip
     folder = tmp_path / "syn" / "r18" / "calexnet" / "seed0" / "split0"
     folder.mkdir(parents=True)
     np.savez(folder / "exits.npz", **exits)

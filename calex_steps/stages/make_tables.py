@@ -9,8 +9,10 @@
         --out-dir results/tables/D
 
 Reads each run's dense margin frontier and per-image exits (every split of
-every seed), resamples test images, seeds and splits (a paired two-level
-bootstrap, docs/results.md) and writes into --out-dir:
+every seed), resamples the held-out pool's images (one weight per image, shared
+by the splits that hold it), the calibration (the curves each sweep recalibrated
+on the same resamples) and the seeds (a paired bootstrap, docs/results.md)
+and writes into --out-dir:
   loss_at_fr.{csv,md,tex}     accuracy loss at fixed FLOPs reduction, paired differences
   iso_accuracy.{csv,md,tex}   the largest FR within each accuracy-loss budget
   loss_at_lr.{csv,md,tex}     accuracy loss at fixed latency reduction ("not measured"

@@ -6,7 +6,8 @@
                      "calibration": "cascade", "calibration_target": "cpm",
                      "exit_signal": "branch", "thresholds": "per_class",
                      "temperature_scaling": false, "split": 1, "split_seed": 0,
-                     "redraw": true, "lr_batch_size": 256, "latency_head": "augmented"}' \
+                     "redraw": true, "lr_batch_size": 256, "latency_head": "augmented",
+                     "bootstrap_seed": 0, "calibration_resamples": 10}' \
         [--segments results/D/B/latency/segments.json] \
         --out-table sweep.csv --out-frontier frontier.csv --out-thresholds thresholds.npz \
         --out-exits exits.npz --out-per-class per_class_exits.csv
@@ -14,9 +15,12 @@
 The branches are trained once; each margin only recalibrates on the calibration part
 and re-runs the cascade on the test part (SPEC section 7, docs/calibration.md). With
 ``redraw`` (the default for split k > 0) the held-out samples are re-drawn into those
-parts first (``cascade.sweep.repartition``). ``sweep.csv`` holds the paper's margins,
+parts first (``cascade.sweep.sweep_split``). ``sweep.csv`` holds the paper's margins,
 ``frontier.csv`` every margin of the frontier grid. With ``--segments`` the tables
-also report the latency reduction predicted from measured segment times.
+also report the latency reduction predicted from measured segment times. With
+``calibration_resamples`` R > 0, ``exits.npz`` also holds the curves of R bootstrap
+resamples of the held-out pool, each recalibrated on its calibration part: the
+calibration noise in the tables' intervals (docs/results.md, section Intervals).
 """
 
 from __future__ import annotations
@@ -38,8 +42,7 @@ from calex_steps.cascade.sweep import (
     margin_grid,
     margin_key,
     per_class_exits,
-    repartition,
-    sweep,
+    sweep_split,
 )
 from calex_steps.cli import parse_json_arg, stage_main, stage_parser
 from calex_steps.data.branch_files import load_branches, read_branch_logits
@@ -64,6 +67,8 @@ SETTINGS_KEYS = (
     "redraw",
     "lr_batch_size",
     "latency_head",
+    "bootstrap_seed",
+    "calibration_resamples",
 )
 CSV_FLOAT = "%.6f"  # fixed float format: the CSVs are byte-identical across reruns
 
@@ -150,10 +155,11 @@ def run_sweep_margins(
     costs = exit_costs(info, metas, settings, segments)
 
     part = split_index if redraw else 0
-    val, test, test_pos = repartition(splits["val"], splits["test"], part, split_seed)
-    table, thresholds, exits = sweep(val, test, grid, rule, costs)
+    table, thresholds, exits = sweep_split(
+        splits["val"], splits["test"], part, split_seed, grid, rule, costs,
+        int(settings.get("calibration_resamples", 0)), int(settings.get("bootstrap_seed", 0)),
+    )  # fmt: skip
     exits |= {
-        "test_index": test_pos,
         "split": np.int64(split_index),
         "split_seed": np.int64(split_seed),
         "redrawn": np.bool_(redraw),

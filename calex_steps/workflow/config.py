@@ -334,8 +334,9 @@ def head_kind(config: dict, name: str) -> str:
 
 
 def sweep_settings(config: dict, recipe: str, dataset: str, split: int) -> dict:
-    """The ``--settings`` of one sweep: the grids, the recipe's exit rule, the split, and
-    what the latency prediction reads (docs/calibration.md)."""
+    """The ``--settings`` of one sweep: the grids, the recipe's exit rule, the split, what
+    the latency prediction reads (docs/calibration.md), and the bootstrap resamples it
+    recalibrates on (docs/results.md)."""
     rule = config["recipes"][recipe]
     redraw = split > 0 and split_source(config, dataset, split) == dataset
     settings = {
@@ -349,6 +350,8 @@ def sweep_settings(config: dict, recipe: str, dataset: str, split: int) -> dict:
         "redraw": redraw,
         "lr_batch_size": config["latency"]["lr_batch_size"],
         "latency_head": head_kind(config, recipe),
+        "bootstrap_seed": config["report"]["bootstrap_seed"],
+        "calibration_resamples": config["report"]["calibration_resamples"],
     }
     if rule["thresholds"] == "per_class":
         settings["calibration"] = rule["calibration"]
