@@ -9,10 +9,16 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from report_fixtures import frontier_table, run_files, write_run
+from report_fixtures import cascade_exits, frontier_table, run_files, write_run
 
 from calex_steps.errors import CalexError
-from calex_steps.reporting.bootstrap import Design, Estimate, bootstrap_backbone
+from calex_steps.reporting.bootstrap import (
+    Design,
+    Estimate,
+    bootstrap_backbone,
+    run_readings,
+    split_weights,
+)
 from calex_steps.reporting.curves import interpolate_at_fr, interpolate_curve
 from calex_steps.reporting.ranking import rank
 from calex_steps.stages.make_tables import run_make_tables
@@ -274,3 +280,34 @@ def test_the_lr_view_reads_the_curve_on_predicted_times_not_macs(tmp_path):
     # The FR view of the same exits: (0.25, 0.9), (0.5, 0.7); at FR 0.2 the loss is 8 points.
     fr = out["loss_fr"].set_index("fr_target")
     np.testing.assert_allclose(fr["mean"], [8.0, 10 + 100 * 0.2 * 0.15 / 0.25], atol=1e-6)
+
+
+def test_overlapping_splits_share_each_image_weight():
+    # Two splits of a pool of 12 images whose test parts share images 4..7: in every
+    # replicate a shared image has one weight, whichever split reads it.
+    a = split_weights(12, np.arange(0, 8), 50, seed=3)
+    b = split_weights(12, np.arange(4, 12), 50, seed=3)
+    assert (a[0] == 1).all() and (b[0] == 1).all()  # row 0: the data
+    np.testing.assert_array_equal(a[1:, 4:], b[1:, :4])
+    whole = split_weights(12, np.arange(12), 50, seed=3)
+    assert (whole[1:].sum(axis=1) == 12).all()  # each replicate draws the pool's size
+    assert not np.array_equal(whole, split_weights(12, np.arange(12), 50, seed=4))
+
+
+def test_each_replicate_adds_its_recalibration_shift():
+    # Four replicates whose image weights equal the data's, and two recalibrated curves 1
+    # and 3 points less accurate than the run's at every margin: replicates 1 and 3 read the
+    # loss 1 point higher, replicates 2 and 4 three points higher, in every view.
+    exits = cascade_exits("calexnet", 0, 0, n=200)
+    accuracy = (exits["final_pred"] == exits["labels"]).mean(axis=1)
+    fr = 1 - exits["costs"][exits["exit_branch"]].mean(axis=1)
+    exits |= {"recal_accuracy": accuracy[None] - [[0.01], [0.03]],
+              "recal_fr": np.stack([fr, fr]),
+              "recal_lr": np.full((2, fr.size), np.nan)}  # fmt: skip
+    design = Design((0.3, 0.5), (0.3,), (1.0,), 0.08, 4, 0)
+    got = run_readings(exits, np.ones((5, 200), np.float32), design, tight_row=5)
+    for view in ("loss_fr", "tight"):
+        values = got[view][0]
+        np.testing.assert_allclose(
+            values[:, 1:] - values[:, :1], [[1, 3, 1, 3]] * len(values), atol=1e-4
+        )  # float32 weighted means
