@@ -7,7 +7,8 @@ Writes seeded split folders of the current sweep format (a three-branch
 cascade whose exit fractions grow with the margin, and recalibrated curves near
 its own) into a temporary folder, runs make_tables on them (every view, the
 bootstrap of docs/results.md) and prints the CPU seconds it took, the share of
-the 3 CPU-minutes the real-data study's sweeps and bootstrap may take together.
+the 3 CPU-minutes the real-data study's sweeps and bootstrap may take together
+(docs/performance.md).
 """
 
 from __future__ import annotations

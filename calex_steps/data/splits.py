@@ -1,4 +1,4 @@
-"""Seeded, stratified carving of the validation (calibration) split (SPEC sections 2 and 3),
+"""Seeded, stratified carving of the validation (calibration) split (docs/method.md#data),
 the calibration/test re-draws of the held-out pool, and the pool's bootstrap resamples."""
 
 from __future__ import annotations
