@@ -241,6 +241,10 @@ def test_the_best_is_named_only_when_it_wins_in_enough_replicates():
     rows = rank(est, ["a", "b", "c"], "iso_fr", 0.95, 0.95, {})
     by_recipe = {r["recipe"]: r for r in rows}
     assert by_recipe["b"]["p_best"] == pytest.approx(0.975) and by_recipe["b"]["contender"]
+    # A replicate in which a recipe has no reading is won by the others.
+    reps[:50, 1, 0] = np.nan
+    rows = rank(est, ["a", "b", "c"], "iso_fr", 0.95, 0.95, {})
+    assert {r["recipe"]: r["p_best"] for r in rows}["b"] == pytest.approx(0.5)
     assert np.isnan(by_recipe["c"]["p_best"]) and by_recipe["c"]["status"] == "extrapolated"
 
 

@@ -34,8 +34,9 @@ VERDICTS = ("best", "not told apart", "single", "none", "not measured")
 
 def best_shares(reps: np.ndarray, lower_is_better: bool) -> np.ndarray:
     """(R,) the share of replicates (rows of ``reps`` (B, R)) in which each recipe is
-    the best; a tie splits the replicate equally among the tied recipes."""
-    signed = reps if lower_is_better else -reps
+    the best; a tie splits the replicate equally among the tied recipes, and a recipe
+    without a reading in a replicate (NaN) does not win it."""
+    signed = np.where(np.isnan(reps), np.inf, reps if lower_is_better else -reps)
     top = signed == signed.min(axis=1, keepdims=True)
     return (top / top.sum(axis=1, keepdims=True)).mean(axis=0)
 
