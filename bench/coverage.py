@@ -2,6 +2,7 @@
 
 Usage: .venv/bin/python bench/coverage.py [--shape real|demo|both] [--repetitions 400]
            [--resamples 500] [--calibration-resamples 10] [--schemes project] [--seed 0]
+           [--jobs 1]
 
 Each repetition draws a fresh held-out pool from a simulated population of images and
 runs the project's own split drawing, calibration and sweep (``cascade.sweep.sweep_split``)
@@ -23,6 +24,8 @@ describes the design and records the results.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import resource
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -343,17 +346,40 @@ def summarise(hits: list[dict]) -> list[tuple[str, float, float, int]]:
     return rows
 
 
+def one_repetition(task: tuple) -> dict:
+    """``repetition`` number ``index`` of a shape, with its own random stream (the same
+    studies whatever the number of worker processes)."""
+    world, truths, plan, schemes, calibration, index = task
+    rng = np.random.default_rng([plan.seed, 3, index])
+    return repetition(world, truths, plan, rng, schemes, calibration)
+
+
 def run_shape(shape: Shape, repetitions: int, resamples: int, calibration: int, seed: int,
-              draws: int, big: int, schemes=("project",)) -> tuple[dict, float, float]:  # fmt: skip
-    """{scheme: summary rows} of one shape, and the CPU seconds of the truth and the study."""
+              draws: int, big: int, schemes=("project",), jobs: int = 1) -> tuple:  # fmt: skip
+    """({scheme: summary rows}, CPU seconds of the truth, CPU seconds of the repetitions
+    (worker processes included), their wall seconds) of one shape."""
     world, plan = World(shape, seed), design(resamples, seed)
     start = time.process_time()
     truths = truth(world, plan, draws, big, seed)
     truth_cpu = time.process_time() - start
-    rng = np.random.default_rng([seed, 3])
-    hits = [repetition(world, truths, plan, rng, schemes, calibration) for _ in range(repetitions)]
+    tasks = [(world, truths, plan, tuple(schemes), calibration, i) for i in range(repetitions)]
+    wall, cpu = time.perf_counter(), time.process_time() + children_cpu()
+    if jobs > 1:
+        pool = multiprocessing.get_context("fork").Pool(jobs)
+        hits = pool.map(one_repetition, tasks, chunksize=1)
+        pool.close()
+        pool.join()
+    else:
+        hits = [one_repetition(task) for task in tasks]
+    cpu = time.process_time() + children_cpu() - cpu
     rows = {scheme: summarise([h[scheme] for h in hits]) for scheme in schemes}
-    return rows, truth_cpu, time.process_time() - start - truth_cpu
+    return rows, truth_cpu, cpu, time.perf_counter() - wall
+
+
+def children_cpu() -> float:
+    """CPU seconds of the finished worker processes."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -367,16 +393,18 @@ def main() -> None:
     p.add_argument("--draws", type=int, default=40, help="calibration parts per seed (truth)")
     p.add_argument("--big", type=int, default=200_000, help="test images of the truth")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jobs", type=int, default=1, help="worker processes for the repetitions")
     a = p.parse_args()
     for key in SHAPES if a.shape == "both" else [a.shape]:
         shape = SHAPES[key]
-        rows, truth_cpu, reps_cpu = run_shape(shape, a.repetitions, a.resamples,
-                                              a.calibration_resamples, a.seed, a.draws, a.big,
-                                              a.schemes)  # fmt: skip
+        rows, truth_cpu, reps_cpu, reps_wall = run_shape(
+            shape, a.repetitions, a.resamples, a.calibration_resamples, a.seed, a.draws, a.big,
+            a.schemes, a.jobs)  # fmt: skip
         print(f"\n{shape.name}: pool {shape.n_val} + {shape.n_test}, {shape.seeds} seed(s), "
               f"{shape.splits} split(s), {len(RECIPES)} recipes; {a.repetitions} repetitions, "
               f"{a.resamples} resamples, {a.calibration_resamples} recalibrated; CPU: truth "
-              f"{truth_cpu:.0f} s, repetitions {reps_cpu:.0f} s")  # fmt: skip
+              f"{truth_cpu:.0f} s, repetitions {reps_cpu:.0f} s ({reps_wall:.0f} s wall, "
+              f"{a.jobs} process{'es' * (a.jobs > 1)})")  # fmt: skip
         for scheme, table in rows.items():
             print(f"\nscheme {scheme}\n\n| interval | coverage | Monte Carlo error | cells |")
             print("|---|---|---|---|")
