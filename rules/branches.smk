@@ -28,11 +28,13 @@ rule train_branch:
         runtime=120,
     params:
         settings=lambda w: as_json(train_settings(w.recipe)),
+        exit=lambda w: recipe_exits(CFG, w.recipe, w.backbone)[int(w.branch) - 1],
         seeds=" ".join(str(s) for s in STUDY["seeds"]),
         device=CFG["device"],
     shell:
         "python -m calex_steps.stages.train_branch --features {input.features}"
-        " --branch {wildcards.branch} --prev {input.prev} --backbone {input.backbone}"
+        " --branch {wildcards.branch} --exit {params.exit}"
+        " --prev {input.prev} --backbone {input.backbone}"
         " --recipe {wildcards.recipe}"
         " --settings {params.settings:q} --seed {params.seeds}"
         " --device {params.device} --threads {threads}"

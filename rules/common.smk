@@ -11,8 +11,11 @@ from calex_steps.errors import CalexError
 from calex_steps.workflow import resources as estimate
 from calex_steps.workflow.code_deps import module_files
 from calex_steps.workflow.config import (
+    cache_layout,
     needs_probe,
+    num_exits,
     own_branch_recipes,
+    recipe_exits,
     resolve_recipe,
     validate_config,
 )
@@ -90,15 +93,16 @@ def backbone_model_cfg(wildcards):
     return {k: v for k, v in backbone_cfg(wildcards).items() if k != "attach_points"}
 
 
-def num_branches(backbone):
-    return len(CFG["backbones"][backbone]["attach_points"])
+def num_branches(recipe):
+    """How many exits (branch files) a recipe has (the same on every study backbone)."""
+    return num_exits(CFG, recipe)
 
 
 def train_settings(recipe):
     """What branch training reads: the sweep-only keys stay out of its params."""
     settings = resolve_recipe(CFG, recipe)
-    for key in ("calibration", "exit_signal"):
-        settings.pop(key)
+    for key in ("calibration", "exit_signal", "exits"):
+        settings.pop(key, None)
     return settings
 
 
@@ -115,11 +119,11 @@ def backbones_with_checkpoint(given):
     )
 
 
-def backbones_with_branches(count):
-    """The backbones with ``count`` attach points."""
-    return alternation(b for b in CFG["backbones"] if num_branches(b) == count)
-
-
-def recipes_with(key, value):
-    """The recipes whose ``key`` is ``value`` (e.g. schedule joint, exit_signal ztw_ensemble)."""
-    return alternation(r for r, s in CFG["recipes"].items() if s[key] == value)
+def recipes_with(key, value, count=None):
+    """The recipes whose ``key`` is ``value`` (e.g. schedule joint, exit_signal ztw_ensemble),
+    and, with ``count``, that many exits."""
+    return alternation(
+        r
+        for r, s in CFG["recipes"].items()
+        if s[key] == value and (count is None or num_branches(r) == count)
+    )

@@ -100,7 +100,13 @@ def load_branches(paths: Sequence[Path], features_id: str) -> list[tuple[dict, d
 
 
 def branch_meta(
-    recipe: str, seed: int, branch: int, features_id: str, head_macs: int, settings: dict
+    recipe: str,
+    seed: int,
+    branch: int,
+    features_id: str,
+    head_macs: int,
+    settings: dict,
+    attach_point: str,
 ) -> dict:
     """The ``meta`` a trained branch records in its head and output files."""
     return {
@@ -110,7 +116,27 @@ def branch_meta(
         "features_id": features_id,
         "head_macs": head_macs,
         "settings": settings,
+        "attach_point": attach_point,
     }
+
+
+def exit_points(metas: Sequence[dict], cache_points: Sequence[str], where) -> list[str]:
+    """The attach point of every branch, in cascade order, from the branch files' metas (a
+    file written before metas named it sits at the cache's point of its number)."""
+    points = []
+    for number, meta in enumerate(metas, start=1):
+        point = meta.get("attach_point")
+        if point is None:
+            if len(metas) != len(cache_points):
+                raise CalexError(f"{where}: branch files without attach points; rerun training")
+            point = cache_points[number - 1]
+        if point not in cache_points:
+            raise CalexError(
+                f"{where}: branch {number} sits at '{point}', which the feature cache does not "
+                f"hold ({list(cache_points)}); rerun cache_features and the training"
+            )
+        points.append(point)
+    return points
 
 
 def read_branch_logits(

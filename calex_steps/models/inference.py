@@ -117,16 +117,35 @@ def penultimate_features(model, images, norm: dict, device, batch_size: int = 25
 
 @torch.no_grad()
 def extract_batch(model, classifier, images, norm, attach, device):
-    """Per-attach-point cache entries (float32 numpy) and logits of one uint8 batch."""
+    """Logits (float32 numpy N×C) and feature maps by attach point of one uint8 batch."""
     x = preprocess(images.to(device), norm["mean"], norm["std"])
     feats, penultimate, _ = run_with_taps(model, x, attach)
-    logits = classifier(penultimate)
+    return classifier(penultimate).float().cpu().numpy(), feats
+
+
+def cache_entries(feats: dict[str, torch.Tensor], attach: dict[str, list[str]]) -> list[tuple]:
+    """What the feature cache stores for one batch: ``(point number, form, kind, float32
+    array)`` per attach point (1-based, in ``attach``'s order) and form (``HEAD_FORMS``).
+
+    ``proto`` is the packed Gram or the raw map, whichever is smaller; ``pooled`` SDN's max-
+    and average-pooled maps (``models.exit_heads.pooled_features``); ``map`` the raw map, left
+    out where ``proto`` already stored it.
+    """
+    from calex_steps.models.exit_heads import pooled_features
+
     entries = []
-    for name in attach:
+    for num, (name, forms) in enumerate(attach.items(), start=1):
         fmap = feats[name]
-        d, h, w = fmap.shape[1:]
-        entries.append(pack_gram(fmap) if use_gram(d, h, w) else fmap)
-    return [e.float().cpu().numpy() for e in entries], logits.float().cpu().numpy(), feats
+        gram = use_gram(*fmap.shape[1:])
+        for form in forms:
+            if form == "proto":
+                entries.append((num, form, "gram" if gram else "map",
+                                pack_gram(fmap) if gram else fmap))  # fmt: skip
+            elif form == "pooled":
+                entries.append((num, form, "pooled", pooled_features(fmap)))
+            elif not (form == "map" and "proto" in forms and not gram):
+                entries.append((num, form, "map", fmap))
+    return [(n, f, k, e.float().cpu().numpy()) for n, f, k, e in entries]
 
 
 @contextlib.contextmanager

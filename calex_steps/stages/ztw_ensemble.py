@@ -27,7 +27,7 @@ from calex_steps.errors import CalexError
 from calex_steps.training.loops import epoch_generator
 from calex_steps.training.ztw import DEFAULT_LR, DEFAULT_STEPS, ensemble_outputs, fit_ensemble
 
-COPIED_META = ("recipe", "seed", "branch", "features_id", "head_macs", "settings")
+COPIED_META = ("recipe", "seed", "branch", "features_id", "head_macs", "settings", "attach_point")
 
 
 def run_ztw_ensemble(

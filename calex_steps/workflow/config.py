@@ -13,6 +13,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from calex_steps.data.feature_cache import HEAD_FORMS
 from calex_steps.errors import CalexError
 
 HIERARCHICAL_SOURCES = ("cifar100_coarse", "synthetic")
@@ -33,6 +34,7 @@ RECIPE_ONLY_KEYS = (
     "pteenet_lambda",
     "boost_r",
     "search",
+    "exits",
 )
 """Recipe keys with no counterpart under ``training``."""
 
@@ -147,6 +149,15 @@ def _check_branch_source(name: str, recipe: dict, recipes: dict) -> None:
         )
 
 
+def _check_head(name: str, recipe: dict) -> None:
+    """ZTW's cascading head reads the previous head's logits; no other head needs them."""
+    if recipe.get("head") == "ztw_cascading" and not recipe.get("cascade_input"):
+        raise CalexError(
+            f"recipes.{name}: head 'ztw_cascading' reads the previous head's logits; "
+            "set cascade_input: true"
+        )
+
+
 def _check_search(name: str, recipe: dict) -> None:
     """Only a joint recipe (PTEEnet, BoostNet) searches its settings (search_baseline)."""
     if "search" in recipe and recipe.get("schedule") != "joint":
@@ -254,6 +265,7 @@ def validate_config(config: dict) -> dict:
     for name, recipe in config["recipes"].items():
         _check_branch_source(name, recipe, config["recipes"])
         _check_exit_rule(name, recipe, config["recipes"])
+        _check_head(name, recipe)
         _check_search(name, recipe)
     _fill_defaults(config, schema)
     _check_references(config)
@@ -310,6 +322,60 @@ def resolve_recipe(config: dict, name: str) -> dict:
     return settings
 
 
+def recipe_exits(config: dict, name: str, backbone: str) -> list[str]:
+    """The attach points of recipe ``name``'s exits on ``backbone``, in forward order: its
+    ``exits`` (resolved once by ``validate_config`` when a placement rule), else the
+    backbone's ``attach_points``; a recipe with ``branches_from`` has its source's."""
+    source = branch_recipe(config, name)
+    resolved = config.get("recipe_exits", {}).get(source, {}).get(backbone)
+    if resolved is not None:
+        return list(resolved)
+    spec = config["recipes"][source].get("exits") or config["backbones"][backbone]["attach_points"]
+    if not isinstance(spec, list):
+        raise CalexError(f"recipes.{source}.exits was not resolved to attach points on {backbone}")
+    return list(spec)
+
+
+def num_exits(config: dict, name: str) -> int:
+    """How many exits recipe ``name`` has: the same on every backbone of the study."""
+    counts = {b: len(recipe_exits(config, name, b)) for b in config["study"]["backbones"]}
+    if len(set(counts.values())) > 1:
+        raise CalexError(
+            f"recipe '{name}' has a different number of exits per backbone ({counts}); give "
+            "it the same count everywhere, or one recipe per backbone"
+        )
+    return next(iter(counts.values()))
+
+
+def forward_key(point: str) -> tuple:
+    """Sort key of an attach point in forward order: ``layerK.i`` before ``layerK`` (its last
+    block) before ``layer{K+1}.0``; ``features.i`` by i; anything else by name."""
+    head, _, rest = point.partition(".")
+    if head.startswith("layer") and head[5:].isdigit():
+        return (0, int(head[5:]), int(rest) if rest.isdigit() else float("inf"), point)
+    if head == "features" and rest.isdigit():
+        return (0, 0, int(rest), point)
+    return (1, 0, 0, point)
+
+
+def cache_layout(config: dict, backbone: str) -> dict[str, list[str]]:
+    """What ``features.h5`` of a backbone stores: for every attach point any study recipe
+    exits at (in forward order), the forms its heads read (``HEAD_FORMS``)."""
+    layout: dict[str, set[str]] = {}
+    recipes = config["recipes"]
+    for name in config["study"]["recipes"]:
+        source = branch_recipe(config, name)
+        form = HEAD_FORMS[recipes[source]["head"]]
+        for point in recipe_exits(config, source, backbone):
+            layout.setdefault(point, set()).add(form)
+    if not layout:
+        layout = {p: {"proto"} for p in config["backbones"][backbone]["attach_points"]}
+    order = ("proto", "pooled", "map")
+    return {
+        point: sorted(layout[point], key=order.index) for point in sorted(layout, key=forward_key)
+    }
+
+
 def branch_recipe(config: dict, name: str) -> str:
     """The recipe whose branch files recipe ``name`` sweeps (itself, or its branches_from)."""
     return config["recipes"][name].get("branches_from") or name
@@ -327,8 +393,8 @@ def own_branch_recipes(config: dict, signals: tuple[str, ...]) -> list[str]:
 
 
 def head_kind(config: dict, name: str) -> str:
-    """The head kind of a recipe's branches as segments.json keys it: ``augmented``,
-    ``basic`` or ``basic+cascade`` (heads fed the previous branch's logits)."""
+    """The head kind of a recipe's branches as segments.json keys it: the recipe's ``head``,
+    with ``+cascade`` for heads fed the previous branch's logits (``basic+cascade``)."""
     recipe = config["recipes"][branch_recipe(config, name)]
     return recipe["head"] + ("+cascade" if recipe["cascade_input"] else "")
 
