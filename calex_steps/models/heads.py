@@ -1,4 +1,9 @@
-"""Prototype branch heads (SPEC section 5) and their inference MACs (section 9).
+"""Branch heads: the prototype heads (SPEC section 5), the registry of every head kind, and
+their inference MACs (section 9).
+
+The other kinds (the early-exit literature's heads) live in
+:mod:`calex_steps.models.exit_heads`; ``build_head`` rebuilds any kind from its saved
+``config`` and ``head_form`` names the cache form each kind reads.
 
 A head sees a feature map X (d×H×W) only through the prototype responses
 M_k = mean_{u,v} (w_k · x_uv)² = w_kᵀ G w_k, G = mean_{u,v} x_uv x_uvᵀ, so it
@@ -15,9 +20,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from calex_steps.data.feature_cache import packed_size
+from calex_steps.errors import CalexError
+from calex_steps.models.exit_heads import LITERATURE_HEADS, LiteratureHead
 from calex_steps.models.flops import count_macs
 
-HEAD_KINDS = ("basic", "augmented")
+PROTOTYPE_KINDS = ("basic", "augmented")
+HEAD_KINDS = (*PROTOTYPE_KINDS, *LITERATURE_HEADS)
+"""Every head kind a recipe's ``head:`` can name."""
 
 
 class PrototypeHead(nn.Module):
@@ -44,8 +53,8 @@ class PrototypeHead(nn.Module):
         cascade_input_dim: int = 0,
     ) -> None:
         super().__init__()
-        if kind not in HEAD_KINDS:
-            raise ValueError(f"head kind '{kind}' is not one of {HEAD_KINDS}")
+        if kind not in PROTOTYPE_KINDS:
+            raise ValueError(f"head kind '{kind}' is not one of {PROTOTYPE_KINDS}")
         self.config = {
             "d": d,
             "num_classes": num_classes,
@@ -121,15 +130,52 @@ class PrototypeHead(nn.Module):
         return [p for name, p in self.named_parameters() if not name.startswith("conf.")]
 
 
-def head_macs(head: PrototypeHead, d: int, h: int, w: int) -> int:
+def head_form(kind: str) -> str:
+    """The cache form a head kind reads: ``proto`` (packed Gram or raw map, whichever is
+    smaller), ``pooled`` (``exit_heads.pooled_features``) or ``map`` (the raw map)."""
+    if kind in PROTOTYPE_KINDS:
+        return "proto"
+    if kind in LITERATURE_HEADS:
+        return LITERATURE_HEADS[kind].form
+    raise CalexError(f"head kind '{kind}' is not one of {', '.join(HEAD_KINDS)}; fix the recipe")
+
+
+def new_head(kind: str, *, d: int, h: int, w: int, num_classes: int,
+             cascade_input_dim: int = 0, prototypes: int = 64) -> nn.Module:  # fmt: skip
+    """A freshly initialised head of ``kind`` for a d×H×W attach point (seed the RNG first)."""
+    head_form(kind)  # a one-line error for an unknown kind
+    config = {"kind": kind, "d": d, "num_classes": num_classes,
+              "cascade_input_dim": cascade_input_dim}  # fmt: skip
+    if kind in PROTOTYPE_KINDS:
+        config["prototypes"] = prototypes
+    elif kind in ("sdn", "ztw_cascading"):
+        config.update(h=h, w=w)
+    return build_head(config)
+
+
+def build_head(config: dict) -> nn.Module:
+    """The head a saved ``config`` describes (its ``kind`` picks the class)."""
+    kind = config.get("kind")
+    if kind in PROTOTYPE_KINDS:
+        return PrototypeHead(**config)
+    if kind in LITERATURE_HEADS:
+        return LITERATURE_HEADS[kind](**config)
+    raise CalexError(f"head kind '{kind}' is not one of {', '.join(HEAD_KINDS)}; fix the recipe")
+
+
+def head_macs(head: nn.Module, d: int, h: int, w: int) -> int:
     """MACs of the head's inference path on one raw d×H×W map (SPEC section 9).
 
-    The 1×1 conv (K·d·H·W) and every linear layer are counted by
-    :func:`calex_steps.flops.count_macs` on a 1-sample dummy map; the squaring
-    (K·H·W) is not a layer and is added here.
+    Convolutions and linear layers are counted by :func:`calex_steps.flops.count_macs`
+    on a 1-sample dummy map (pooling, BatchNorm and activations are not counted). A
+    prototype head's path is the 1×1 conv on the map, whose squaring (K·H·W) is not a
+    layer and is added here; the other kinds run on their cache form of the map
+    (``cache_input``), which is what their inference form computes.
     """
     param = next(head.parameters())
     x = torch.zeros(1, d, h, w, dtype=param.dtype, device=param.device)
     prev_dim = head.config["cascade_input_dim"]
     prev = torch.zeros(1, prev_dim, dtype=param.dtype, device=param.device) if prev_dim else None
+    if isinstance(head, LiteratureHead):
+        return count_macs(head, head.cache_input(x), prev)
     return count_macs(head, x, prev) + head.config["prototypes"] * h * w
