@@ -80,7 +80,7 @@ def test_misspelt_key_is_named(full):
         (
             ("recipes", "noalign", "target"),
             "mse",
-            "allowed: ['argmax_ce', 'kd', 'pteenet', 'boostnet']",
+            "allowed: ['argmax_ce', 'kd', 'labels', 'pteenet', 'boostnet']",
         ),
         (("device",), "gpu", "device' = 'gpu' must match"),
         (("training", "lr"), 0, "training.lr' = 0 must be > 0"),

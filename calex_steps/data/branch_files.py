@@ -128,7 +128,11 @@ def exit_points(metas: Sequence[dict], cache_points: Sequence[str], where) -> li
         point = meta.get("attach_point")
         if point is None:
             if len(metas) != len(cache_points):
-                raise CalexError(f"{where}: branch files without attach points; rerun training")
+                raise CalexError(
+                    f"got {len(metas)} branch files that do not name their attach points but "
+                    f"{where} has attach points {list(cache_points)}; pass one --branches file "
+                    "per attach point, or retrain the branches"
+                )
             point = cache_points[number - 1]
         if point not in cache_points:
             raise CalexError(

@@ -140,9 +140,10 @@ def head_form(kind: str) -> str:
     raise CalexError(f"head kind '{kind}' is not one of {', '.join(HEAD_KINDS)}; fix the recipe")
 
 
-def new_head(kind: str, *, d: int, h: int, w: int, num_classes: int,
-             cascade_input_dim: int = 0, prototypes: int = 64) -> nn.Module:  # fmt: skip
-    """A freshly initialised head of ``kind`` for a d×H×W attach point (seed the RNG first)."""
+def head_config(kind: str, d: int, h: int, w: int, num_classes: int, prototypes: int = 64,
+                cascade_input_dim: int = 0) -> dict:  # fmt: skip
+    """The constructor arguments (``config``) of a head of ``kind`` for a d×H×W attach point:
+    what ``build_head`` takes and a branch checkpoint records."""
     head_form(kind)  # a one-line error for an unknown kind
     config = {"kind": kind, "d": d, "num_classes": num_classes,
               "cascade_input_dim": cascade_input_dim}  # fmt: skip
@@ -150,7 +151,13 @@ def new_head(kind: str, *, d: int, h: int, w: int, num_classes: int,
         config["prototypes"] = prototypes
     elif kind in ("sdn", "ztw_cascading"):
         config.update(h=h, w=w)
-    return build_head(config)
+    return config
+
+
+def new_head(kind: str, *, d: int, h: int, w: int, num_classes: int,
+             cascade_input_dim: int = 0, prototypes: int = 64) -> nn.Module:  # fmt: skip
+    """A freshly initialised head of ``kind`` for a d×H×W attach point (seed the RNG first)."""
+    return build_head(head_config(kind, d, h, w, num_classes, prototypes, cascade_input_dim))
 
 
 def build_head(config: dict) -> nn.Module:

@@ -14,6 +14,7 @@ from calex_steps.data.feature_cache import use_gram
 from calex_steps.data.prepared import read_arrays
 from calex_steps.errors import CalexError
 from calex_steps.models.backbones import classifier_module, resolve_module
+from calex_steps.models.exit_heads import pooled_features
 from calex_steps.models.gram import pack_gram
 
 
@@ -131,8 +132,6 @@ def cache_entries(feats: dict[str, torch.Tensor], attach: dict[str, list[str]]) 
     and average-pooled maps (``models.exit_heads.pooled_features``); ``map`` the raw map, left
     out where ``proto`` already stored it.
     """
-    from calex_steps.models.exit_heads import pooled_features
-
     entries = []
     for num, (name, forms) in enumerate(attach.items(), start=1):
         fmap = feats[name]

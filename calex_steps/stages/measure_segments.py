@@ -110,12 +110,12 @@ def run_measure_segments(prepared, backbone, probe, features, settings: dict, de
         for segment in segments:
             x = segment(x)
             shapes.append(x.shape)
-    names = list(settings.get("heads") or HEAD_KINDS)
-    heads = exit_heads(names, shapes, classifier.out_features, int(settings["prototypes"]), dev)
+    kinds = list(settings.get("heads") or HEAD_KINDS)
+    heads = exit_heads(kinds, shapes, classifier.out_features, int(settings["prototypes"]), dev)
     # The parts run as the exported cascade runs them: scripted (TorchScript).
     thresholds = torch.ones(len(attach), classifier.out_features)
     names = [str(c) for c in range(classifier.out_features)]
-    cascade = CascadeModel(segments, heads[names[0]], tail, thresholds, norm["mean"],
+    cascade = CascadeModel(segments, heads[kinds[0]], tail, thresholds, norm["mean"],
                            norm["std"], names).eval().to(dev)  # fmt: skip
     scripted = script_cascade(cascade).to(dev)
     heads = {kind: [script_cascade(h) for h in hs] for kind, hs in heads.items()}
