@@ -1,10 +1,12 @@
 """``python -m calex_steps.backbones --list-attach-points ARCH``: the attach points of a
 backbone, and with ``--placement RULE`` the blocks an exit rule picks (docs/exits.md).
 
-    python -m calex_steps.backbones --list-attach-points resnet56 --placement sdn
-    python -m calex_steps.backbones --list-attach-points resnet56 --placement pteenet_golden --count 4
-    python -m calex_steps.backbones --list-attach-points resnet18 --placement macs 0.2,0.5
-    python -m calex_steps.backbones --list-attach-points torchvision:resnet50 --input-size 224
+Examples, each after ``python -m calex_steps.backbones``:
+
+    --list-attach-points resnet56 --placement sdn
+    --list-attach-points resnet56 --placement pteenet_golden --count 4
+    --list-attach-points resnet18 --placement macs 0.2,0.5
+    --list-attach-points torchvision:resnet50 --input-size 224
 
 Each line gives a candidate block, the map a branch there would see (channels × height ×
 width), the backbone's cumulative MACs up to it and their share of the whole network's.
@@ -51,7 +53,9 @@ def placement_spec(words: list[str], count: int | None) -> dict:
         try:
             spec["fractions"] = [float(v) for v in text.split(",") if v.strip()]
         except ValueError as exc:
-            raise CalexError(f"--placement {words[0]} takes fractions like 0.2,0.5; got {text}") from exc
+            raise CalexError(
+                f"--placement {words[0]} takes fractions like 0.2,0.5; got {text}"
+            ) from exc
     if count is not None:
         spec["count"] = count
     return spec

@@ -94,7 +94,9 @@ def test_mac_fractions_land_on_the_nearest_block_and_may_not_share_one():
 
 def test_names_are_checked_and_put_in_forward_order():
     assert check_names(["layer3.4", "layer1.8", "layer2"], "resnet56", "x") == [
-        "layer1", "layer2", "layer3.4"
+        "layer1",
+        "layer2",
+        "layer3.4",
     ]  # fmt: skip  (layer1.8 is the last block of layer1: written layer1)
     with pytest.raises(CalexError, match="'layer4', which is not a block of resnet56"):
         check_names(["layer4"], "resnet56", "x")

@@ -272,4 +272,3 @@ def resolve_module(model: nn.Module, name: str) -> nn.Module:
         f"attach point '{name}' is not a module of {type(model).__name__}; "
         f"valid names {where}: {', '.join(children)}"
     )
-

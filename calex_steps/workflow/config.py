@@ -12,38 +12,22 @@ from typing import Any
 
 import jsonschema
 import yaml
+from jsonschema.exceptions import best_match
 
 from calex_steps.errors import CalexError
+from calex_steps.workflow.placement import resolve_config_exits
 
 HIERARCHICAL_SOURCES = ("cifar100_coarse", "synthetic")
 """Sources whose backbone pretrains on fine labels and needs the coarse probe."""
 
-RECIPE_ONLY_KEYS = (
-    "branches_from",
-    "head",
-    "target",
-    "weighting",
-    "calibration",
-    "calibration_target",
-    "thresholds",
-    "schedule",
-    "cascade_input",
-    "exit_signal",
-    "temperature_scaling",
-    "pteenet_lambda",
-    "boost_r",
-    "search",
-)
+RECIPE_ONLY_KEYS = ("branches_from", "head", "exits", "target", "weighting", "calibration",
+                    "calibration_target", "thresholds", "schedule", "cascade_input",
+                    "exit_signal", "temperature_scaling", "pteenet_lambda", "boost_r",
+                    "search")  # fmt: skip
 """Recipe keys with no counterpart under ``training``."""
 
-SWEEP_KEYS = (
-    "branches_from",
-    "calibration",
-    "calibration_target",
-    "thresholds",
-    "exit_signal",
-    "temperature_scaling",
-)
+SWEEP_KEYS = ("branches_from", "calibration", "calibration_target", "thresholds",
+              "exit_signal", "temperature_scaling")  # fmt: skip
 """Recipe keys only the sweep reads: every other recipe key is a training key."""
 
 TRAINING_REQUIRED = ("head", "target", "weighting")
@@ -66,6 +50,8 @@ def _key_path(path) -> str:
 
 def _describe(error: jsonschema.ValidationError) -> str:
     """Turn a jsonschema error into one line naming the key and what is allowed."""
+    if error.validator == "oneOf" and error.context:
+        error = best_match([error])  # the alternative of the value's own type, if any
     where = _key_path(error.absolute_path)
     schema = error.schema
     if error.validator == "additionalProperties":
@@ -90,6 +76,9 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return f"configuration key '{where}' = {error.instance!r} must be {bound} {limit}"
     if error.validator == "pattern":
         return f"configuration key '{where}' = {error.instance!r} must match {schema['pattern']!r}"
+    if error.validator == "oneOf":
+        kinds = " or ".join(branch.get("type", "?") for branch in error.validator_value)
+        return f"configuration key '{where}' = {error.instance!r} must be of type {kinds}"
     if error.validator == "propertyNames":
         return f"configuration key name under '{where}' is invalid: {error.message}"
     return f"configuration key '{where}': {error.message}"
@@ -243,6 +232,8 @@ def _resolve_lr_batch_size(config: dict) -> None:
 def validate_config(config: dict) -> dict:
     """Validate ``config`` against the schema; return a copy with defaults filled.
 
+    Exits become block names once: ``backbones.<b>.attach_points`` and
+    ``config["recipe_exits"][recipe][backbone]`` (``placement.resolve_config_exits``).
     Raises ``CalexError`` with one line naming the offending key and what is allowed.
     """
     schema = load_schema()
@@ -261,6 +252,7 @@ def validate_config(config: dict) -> dict:
     for recipe in config["recipes"].values():
         if "branches_from" in recipe:
             recipe["schedule"] = None  # trains nothing: no training rule matches it
+    config["recipe_exits"] = resolve_config_exits(config)
     _add_split_datasets(config)
     _resolve_lr_batch_size(config)
     return config
@@ -376,6 +368,8 @@ def _rows(schema: dict, prefix: str):
 def _row_and_children(sub: dict, name: str, described: bool = True):
     if "enum" in sub:
         kind = " \\| ".join(f"`{v}`" for v in sub["enum"])
+    elif "oneOf" in sub:
+        kind = " or ".join(branch.get("type", "") for branch in sub["oneOf"])
     else:
         kind = sub.get("type", "")
         kind = " or ".join(kind) if isinstance(kind, list) else kind
@@ -383,6 +377,8 @@ def _row_and_children(sub: dict, name: str, described: bool = True):
     if described or "description" in sub:
         yield name, kind, default, sub.get("description", "").strip()
     yield from _rows(sub, f"{name}.")
+    for branch in sub.get("oneOf", []):
+        yield from _rows(branch, f"{name}.")
 
 
 def reference_markdown() -> str:
