@@ -44,7 +44,6 @@ from collections.abc import Sequence
 from calex_steps.errors import CalexError
 from calex_steps.workflow import resources
 
-TORCHVISION_PREFIX = "torchvision:"
 LISTER = "python -m calex_steps.backbones --list-attach-points"
 STEM_INPUT_CHANNELS = 3
 
@@ -256,12 +255,12 @@ def resolve_exits(
     """The block names, in forward order, that an exit specification means on a backbone.
 
     ``spec``: a list of block names (checked against the candidates and put in forward
-    order) or a rule object (see the module docstring). ``torchvision:<name>`` backbones
-    take names only (checked when the model is built). ``where`` names the configuration
-    key in error messages.
+    order) or a rule object (see the module docstring). Backbones without MAC arithmetic
+    here (``torchvision:<name>``) take names only, checked when the model is built.
+    ``where`` names the configuration key in error messages.
     """
     kind, value = parse_spec(spec, where)
-    if arch.startswith(TORCHVISION_PREFIX):
+    if arch not in CIFAR_ARCHS:  # torchvision:<name>
         if kind == "names":
             return list(value)
         raise CalexError(
