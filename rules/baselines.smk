@@ -8,9 +8,7 @@
 # recipes (named train_joint / ztw_ensemble when there is one count).
 
 
-BRANCH_COUNTS = sorted(
-    {num_branches(r) for r, s in CFG["recipes"].items() if not s.get("branches_from")}
-)
+BRANCH_COUNTS = sorted({num_branches(r) for r in EXIT_RECIPES})
 SEARCH_FILE = f"{RESULTS}/{{dataset}}/{{backbone}}/{{recipe}}/search.json"
 SEARCHED = [r for r, s in CFG["recipes"].items() if s.get("search")]
 

@@ -11,14 +11,12 @@ from calex_steps.errors import CalexError
 from calex_steps.workflow import resources as estimate
 from calex_steps.workflow.code_deps import module_files
 from calex_steps.workflow.config import (
-    cache_layout,
     needs_probe,
-    num_exits,
     own_branch_recipes,
-    recipe_exits,
     resolve_recipe,
     validate_config,
 )
+from calex_steps.workflow.exits import cache_layout, exit_recipes, num_exits, recipe_exits
 
 try:
     CFG = validate_config(config)
@@ -93,6 +91,9 @@ def backbone_model_cfg(wildcards):
     return {k: v for k, v in backbone_cfg(wildcards).items() if k != "attach_points"}
 
 
+EXIT_RECIPES = exit_recipes(CFG)  # the study's recipes and their sources
+
+
 def num_branches(recipe):
     """How many exits (branch files) a recipe has (the same on every study backbone)."""
     return num_exits(CFG, recipe)
@@ -101,8 +102,8 @@ def num_branches(recipe):
 def train_settings(recipe):
     """What branch training reads: the sweep-only keys stay out of its params."""
     settings = resolve_recipe(CFG, recipe)
-    for key in ("calibration", "exit_signal", "exits"):
-        settings.pop(key, None)
+    for key in ("calibration", "exit_signal"):
+        settings.pop(key)
     return settings
 
 
@@ -125,5 +126,6 @@ def recipes_with(key, value, count=None):
     return alternation(
         r
         for r, s in CFG["recipes"].items()
-        if s[key] == value and (count is None or num_branches(r) == count)
+        if s[key] == value
+        and (count is None or (r in EXIT_RECIPES and num_branches(r) == count))
     )

@@ -57,7 +57,7 @@ def test_cli_prints_the_attach_points_and_rejects_an_unknown_model():
     assert ok.returncode == 0
     assert "layer2.0 " in ok.stdout and "128×8×8" in ok.stdout
     bad = subprocess.run(
-        [sys.executable, "-m", "calex_steps.models.backbones", "--list-attach-points",
+        [sys.executable, "-m", "calex_steps.backbones", "--list-attach-points",
          "torchvision:nonet"], capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1

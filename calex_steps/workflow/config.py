@@ -12,40 +12,22 @@ from typing import Any
 
 import jsonschema
 import yaml
+from jsonschema.exceptions import best_match
 
-from calex_steps.data.feature_cache import HEAD_FORMS
 from calex_steps.errors import CalexError
+from calex_steps.workflow.placement import resolve_config_exits
 
 HIERARCHICAL_SOURCES = ("cifar100_coarse", "synthetic")
 """Sources whose backbone pretrains on fine labels and needs the coarse probe."""
 
-RECIPE_ONLY_KEYS = (
-    "branches_from",
-    "head",
-    "target",
-    "weighting",
-    "calibration",
-    "calibration_target",
-    "thresholds",
-    "schedule",
-    "cascade_input",
-    "exit_signal",
-    "temperature_scaling",
-    "pteenet_lambda",
-    "boost_r",
-    "search",
-    "exits",
-)
+RECIPE_ONLY_KEYS = ("branches_from", "head", "exits", "target", "weighting", "calibration",
+                    "calibration_target", "thresholds", "schedule", "cascade_input",
+                    "exit_signal", "temperature_scaling", "pteenet_lambda", "boost_r",
+                    "search")  # fmt: skip
 """Recipe keys with no counterpart under ``training``."""
 
-SWEEP_KEYS = (
-    "branches_from",
-    "calibration",
-    "calibration_target",
-    "thresholds",
-    "exit_signal",
-    "temperature_scaling",
-)
+SWEEP_KEYS = ("branches_from", "calibration", "calibration_target", "thresholds",
+              "exit_signal", "temperature_scaling")  # fmt: skip
 """Recipe keys only the sweep reads: every other recipe key is a training key."""
 
 TRAINING_REQUIRED = ("head", "target", "weighting")
@@ -68,6 +50,8 @@ def _key_path(path) -> str:
 
 def _describe(error: jsonschema.ValidationError) -> str:
     """Turn a jsonschema error into one line naming the key and what is allowed."""
+    if error.validator == "oneOf" and error.context:
+        error = best_match([error])  # the alternative of the value's own type, if any
     where = _key_path(error.absolute_path)
     schema = error.schema
     if error.validator == "additionalProperties":
@@ -92,6 +76,9 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return f"configuration key '{where}' = {error.instance!r} must be {bound} {limit}"
     if error.validator == "pattern":
         return f"configuration key '{where}' = {error.instance!r} must match {schema['pattern']!r}"
+    if error.validator == "oneOf":
+        kinds = " or ".join(branch.get("type", "?") for branch in error.validator_value)
+        return f"configuration key '{where}' = {error.instance!r} must be of type {kinds}"
     if error.validator == "propertyNames":
         return f"configuration key name under '{where}' is invalid: {error.message}"
     return f"configuration key '{where}': {error.message}"
@@ -149,17 +136,11 @@ def _check_branch_source(name: str, recipe: dict, recipes: dict) -> None:
         )
 
 
-def _check_head(name: str, recipe: dict) -> None:
-    """ZTW's cascading head reads the previous head's logits; no other head needs them."""
-    if recipe.get("head") == "ztw_cascading" and not recipe.get("cascade_input"):
-        raise CalexError(
-            f"recipes.{name}: head 'ztw_cascading' reads the previous head's logits; "
-            "set cascade_input: true"
-        )
-
-
 def _check_search(name: str, recipe: dict) -> None:
-    """Only a joint recipe (PTEEnet, BoostNet) searches its settings (search_baseline)."""
+    """Only a joint recipe (PTEEnet, BoostNet) searches its settings (search_baseline); ZTW's
+    cascading head reads the previous head's logits."""
+    if recipe.get("head") == "ztw_cascading" and not recipe.get("cascade_input"):
+        raise CalexError(f"recipes.{name}: head 'ztw_cascading' needs cascade_input: true")
     if "search" in recipe and recipe.get("schedule") != "joint":
         raise CalexError(
             f"recipes.{name}.search needs 'schedule: joint' (the PTEEnet and BoostNet "
@@ -254,6 +235,8 @@ def _resolve_lr_batch_size(config: dict) -> None:
 def validate_config(config: dict) -> dict:
     """Validate ``config`` against the schema; return a copy with defaults filled.
 
+    Exits become block names once: ``backbones.<b>.attach_points`` and
+    ``config["recipe_exits"][recipe][backbone]`` (``placement.resolve_config_exits``).
     Raises ``CalexError`` with one line naming the offending key and what is allowed.
     """
     schema = load_schema()
@@ -265,7 +248,6 @@ def validate_config(config: dict) -> dict:
     for name, recipe in config["recipes"].items():
         _check_branch_source(name, recipe, config["recipes"])
         _check_exit_rule(name, recipe, config["recipes"])
-        _check_head(name, recipe)
         _check_search(name, recipe)
     _fill_defaults(config, schema)
     _check_references(config)
@@ -273,6 +255,7 @@ def validate_config(config: dict) -> dict:
     for recipe in config["recipes"].values():
         if "branches_from" in recipe:
             recipe["schedule"] = None  # trains nothing: no training rule matches it
+    config["recipe_exits"] = resolve_config_exits(config)
     _add_split_datasets(config)
     _resolve_lr_batch_size(config)
     return config
@@ -313,67 +296,13 @@ def resolve_recipe(config: dict, name: str) -> dict:
         )
     settings = dict(config["training"])
     settings.update(recipe)
-    for key in ("calibration_target", "thresholds", "temperature_scaling"):
+    for key in ("calibration_target", "thresholds", "temperature_scaling", "exits"):
         settings.pop(key, None)
     if settings["target"] != "kd":
         settings.pop("kd_temperature", None)
     if settings["weighting"] != "survivor":
         settings.pop("survivor_mode", None)
     return settings
-
-
-def recipe_exits(config: dict, name: str, backbone: str) -> list[str]:
-    """The attach points of recipe ``name``'s exits on ``backbone``, in forward order: its
-    ``exits`` (resolved once by ``validate_config`` when a placement rule), else the
-    backbone's ``attach_points``; a recipe with ``branches_from`` has its source's."""
-    source = branch_recipe(config, name)
-    resolved = config.get("recipe_exits", {}).get(source, {}).get(backbone)
-    if resolved is not None:
-        return list(resolved)
-    spec = config["recipes"][source].get("exits") or config["backbones"][backbone]["attach_points"]
-    if not isinstance(spec, list):
-        raise CalexError(f"recipes.{source}.exits was not resolved to attach points on {backbone}")
-    return list(spec)
-
-
-def num_exits(config: dict, name: str) -> int:
-    """How many exits recipe ``name`` has: the same on every backbone of the study."""
-    counts = {b: len(recipe_exits(config, name, b)) for b in config["study"]["backbones"]}
-    if len(set(counts.values())) > 1:
-        raise CalexError(
-            f"recipe '{name}' has a different number of exits per backbone ({counts}); give "
-            "it the same count everywhere, or one recipe per backbone"
-        )
-    return next(iter(counts.values()))
-
-
-def forward_key(point: str) -> tuple:
-    """Sort key of an attach point in forward order: ``layerK.i`` before ``layerK`` (its last
-    block) before ``layer{K+1}.0``; ``features.i`` by i; anything else by name."""
-    head, _, rest = point.partition(".")
-    if head.startswith("layer") and head[5:].isdigit():
-        return (0, int(head[5:]), int(rest) if rest.isdigit() else float("inf"), point)
-    if head == "features" and rest.isdigit():
-        return (0, 0, int(rest), point)
-    return (1, 0, 0, point)
-
-
-def cache_layout(config: dict, backbone: str) -> dict[str, list[str]]:
-    """What ``features.h5`` of a backbone stores: for every attach point any study recipe
-    exits at (in forward order), the forms its heads read (``HEAD_FORMS``)."""
-    layout: dict[str, set[str]] = {}
-    recipes = config["recipes"]
-    for name in config["study"]["recipes"]:
-        source = branch_recipe(config, name)
-        form = HEAD_FORMS[recipes[source]["head"]]
-        for point in recipe_exits(config, source, backbone):
-            layout.setdefault(point, set()).add(form)
-    if not layout:
-        layout = {p: {"proto"} for p in config["backbones"][backbone]["attach_points"]}
-    order = ("proto", "pooled", "map")
-    return {
-        point: sorted(layout[point], key=order.index) for point in sorted(layout, key=forward_key)
-    }
 
 
 def branch_recipe(config: dict, name: str) -> str:
@@ -442,6 +371,8 @@ def _rows(schema: dict, prefix: str):
 def _row_and_children(sub: dict, name: str, described: bool = True):
     if "enum" in sub:
         kind = " \\| ".join(f"`{v}`" for v in sub["enum"])
+    elif "oneOf" in sub:
+        kind = " or ".join(branch.get("type", "") for branch in sub["oneOf"])
     else:
         kind = sub.get("type", "")
         kind = " or ".join(kind) if isinstance(kind, list) else kind
@@ -449,6 +380,8 @@ def _row_and_children(sub: dict, name: str, described: bool = True):
     if described or "description" in sub:
         yield name, kind, default, sub.get("description", "").strip()
     yield from _rows(sub, f"{name}.")
+    for branch in sub.get("oneOf", []):
+        yield from _rows(branch, f"{name}.")
 
 
 def reference_markdown() -> str:
