@@ -30,7 +30,7 @@ rule search_baseline:
     threads: 1
     resources:
         gpu=gpu,
-        mem_mb=lambda w: estimate.joint_mem_mb(CFG, w.dataset, w.backbone),
+        mem_mb=lambda w: estimate.joint_mem_mb(CFG, w.dataset, w.backbone, w.recipe),
         runtime=720,
     params:
         settings=lambda w: as_json(train_settings(w.recipe)),
@@ -70,7 +70,7 @@ for _count in BRANCH_COUNTS:
         resources:
             gpu=gpu,
             mem_mb=lambda w, attempt: attempt
-            * estimate.joint_mem_mb(CFG, w.dataset, w.backbone),
+            * estimate.joint_mem_mb(CFG, w.dataset, w.backbone, w.recipe),
             runtime=240,
         params:
             settings=lambda w: as_json(train_settings(w.recipe)),

@@ -24,7 +24,7 @@ rule train_branch:
     resources:
         gpu=gpu,
         mem_mb=lambda w, attempt: attempt
-        * estimate.feature_mem_mb(CFG, w.dataset, w.backbone, int(w.branch)),
+        * estimate.feature_mem_mb(CFG, w.dataset, w.backbone, int(w.branch), w.recipe),
         runtime=120,
     params:
         settings=lambda w: as_json(train_settings(w.recipe)),

@@ -103,7 +103,7 @@ def train_settings(recipe):
     """What branch training reads: the sweep-only keys stay out of its params."""
     settings = resolve_recipe(CFG, recipe)
     for key in ("calibration", "exit_signal"):
-        settings.pop(key)
+        settings.pop(key, None)  # a global threshold calibrates nothing
     return settings
 
 
