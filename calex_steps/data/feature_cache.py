@@ -270,13 +270,19 @@ def cache_id(path: str | os.PathLike) -> str:
     return str(root["features_id"]) if "features_id" in root else sha256_file(path)
 
 
-def read_train_targets(path: str | os.PathLike) -> tuple[np.ndarray, str]:
-    """y* = argmax of the backbone's train logits (int64 N) and the cache's ``features_id``."""
+def read_train_targets(path: str | os.PathLike, labels: bool = False) -> tuple[np.ndarray, str]:
+    """y* = argmax of the backbone's train logits (int64 N), or with ``labels`` the true train
+    labels, and the cache's ``features_id``."""
     with _open(path) as f:
         if "features_id" not in f.attrs or "train" not in f or "logits" not in f["train"]:
             raise CalexError(f"'{path}' lacks features_id or train/logits; rerun cache_features")
         fid = f.attrs["features_id"]
-        y_star = argmax_rows(f["train"]["logits"])
+        if labels:
+            y_star = np.asarray(f["train"]["labels"][...], dtype=np.int64)
+            if y_star.size and y_star.min() < 0:
+                raise CalexError(f"'{path}' has no train labels; target labels needs them")
+        else:
+            y_star = argmax_rows(f["train"]["logits"])
     fid = fid.decode() if isinstance(fid, bytes) else str(fid)
     return y_star, fid
 

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 from calex_steps.data.feature_cache import HEAD_FORMS
 from calex_steps.errors import CalexError
-from calex_steps.workflow.config import branch_recipe
 
 
 def recipe_exits(config: dict, name: str, backbone: str) -> list[str]:
     """The attach points of recipe ``name``'s exits on ``backbone``, in forward order: its
     ``exits`` (resolved once by ``validate_config`` when a placement rule), else the
     backbone's ``attach_points``; a recipe with ``branches_from`` has its source's."""
-    source = branch_recipe(config, name)
+    source = config["recipes"][name].get("branches_from") or name
     resolved = config.get("recipe_exits", {}).get(name, {}).get(backbone)
     if resolved is not None:
         return list(resolved)
@@ -53,7 +52,7 @@ def cache_layout(config: dict, backbone: str) -> dict[str, list[str]]:
     layout: dict[str, set[str]] = {}
     recipes = config["recipes"]
     for name in config["study"]["recipes"]:
-        source = branch_recipe(config, name)
+        source = recipes[name].get("branches_from") or name
         form = HEAD_FORMS[recipes[source]["head"]]
         for point in recipe_exits(config, name, backbone):
             layout.setdefault(point, set()).add(form)
