@@ -116,18 +116,19 @@ def test_structures_as_their_authors_built_them():
     assert [n for n, p in ztw.named_parameters() if p.numel() == 1] == ["features.3.alpha"]
 
 
-@pytest.mark.parametrize("kind", LITERATURE)
+@pytest.mark.parametrize("kind", HEAD_KINDS)
 def test_every_head_learns_on_a_toy_task(kind):
     torch.manual_seed(0)
     maps, y = toy_maps()
     cascade = NUM_CLASSES if kind == "ztw_cascading" else 0
-    head = new_head(kind, d=4, h=8, w=8, num_classes=NUM_CLASSES, cascade_input_dim=cascade)
+    head = new_head(kind, d=4, h=8, w=8, num_classes=NUM_CLASSES, cascade_input_dim=cascade,
+                    prototypes=8)  # fmt: skip
     prev = torch.randn(len(y), NUM_CLASSES) if cascade else None
     x = cache_form(head, maps)
     opt = torch.optim.Adam(head.classification_parameters(), lr=3e-2)
     head.train()
     losses = []
-    for _ in range(20):
+    for _ in range(40):
         cls, conf = head(x, prev)
         assert cls.shape == conf.shape == (len(y), NUM_CLASSES)
         loss = F.cross_entropy(cls, y)
