@@ -1,5 +1,5 @@
-"""Branch heads: the prototype heads (SPEC section 5), the registry of every head kind, and
-their inference MACs (section 9).
+"""Branch heads: the prototype heads (docs/method.md#heads), the registry of every head kind,
+and their inference MACs (docs/method.md#flops).
 
 The other kinds (the early-exit literature's heads) live in
 :mod:`calex_steps.models.exit_heads`; ``build_head`` rebuilds any kind from its saved
@@ -164,7 +164,7 @@ def build_head(config: dict) -> nn.Module:
 
 
 def head_macs(head: nn.Module, d: int, h: int, w: int) -> int:
-    """MACs of the head's inference path on one raw d×H×W map (SPEC section 9).
+    """MACs of the head's inference path on one raw d×H×W map (docs/method.md#flops).
 
     Convolutions and linear layers are counted by :func:`calex_steps.flops.count_macs`
     on a 1-sample dummy map (pooling, BatchNorm and activations are not counted). A
