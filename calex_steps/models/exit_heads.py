@@ -1,7 +1,7 @@
 """The early-exit literature's branch heads, rebuilt on calex's head interface.
 
-Four kinds beside the paper's prototype heads (docs/baselines.md says what each
-baseline copies from its publication):
+Four kinds beside the paper's prototype heads (each class's docstring says what it
+copies from its publication and what differs):
 
 - ``sdn``: Shallow-Deep Networks' internal classifier on the pooled cache form;
 - ``pteenet_conv2``: PTEEnet's ``conv2`` exit block;
