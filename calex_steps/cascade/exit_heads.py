@@ -85,7 +85,7 @@ class MapExitHead(nn.Module):
 
     def __init__(self, head: LiteratureHead, with_conf: bool = True) -> None:
         super().__init__()
-        steps = [PooledFeatures()] if head.form == "pooled" else []
+        steps = [PooledFeatures()] if head_form(head.config["kind"]) == "pooled" else []
         self.body = nn.Sequential(*steps, head.features)
         self.cascade_dim = int(head.config["cascade_input_dim"])
         self.with_conf = with_conf

@@ -87,7 +87,6 @@ class LiteratureHead(nn.Module):
     """
 
     kind = ""
-    form = "map"
 
     def __init__(self, config: dict) -> None:
         super().__init__()
@@ -149,7 +148,6 @@ class SdnHead(LiteratureHead):
     """
 
     kind = "sdn"
-    form = "pooled"
 
     def __init__(
         self, d: int, h: int, w: int, num_classes: int, cascade_input_dim: int = 0,

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from calex_steps.data.feature_cache import packed_size
+from calex_steps.data.feature_cache import HEAD_FORMS, packed_size
 from calex_steps.errors import CalexError
 from calex_steps.models.exit_heads import LITERATURE_HEADS, LiteratureHead
 from calex_steps.models.flops import count_macs
@@ -131,13 +131,14 @@ class PrototypeHead(nn.Module):
 
 
 def head_form(kind: str) -> str:
-    """The cache form a head kind reads: ``proto`` (packed Gram or raw map, whichever is
-    smaller), ``pooled`` (``exit_heads.pooled_features``) or ``map`` (the raw map)."""
-    if kind in PROTOTYPE_KINDS:
-        return "proto"
-    if kind in LITERATURE_HEADS:
-        return LITERATURE_HEADS[kind].form
-    raise CalexError(f"head kind '{kind}' is not one of {', '.join(HEAD_KINDS)}; fix the recipe")
+    """The cache form a head kind reads (``data.feature_cache.HEAD_FORMS``, the one table the
+    light workflow code reads too): ``proto`` (packed Gram or raw map, whichever is smaller),
+    ``pooled`` (``exit_heads.pooled_features``) or ``map`` (the raw map)."""
+    if kind not in HEAD_KINDS:
+        raise CalexError(
+            f"head kind '{kind}' is not one of {', '.join(HEAD_KINDS)}; fix the recipe"
+        )
+    return HEAD_FORMS[kind]
 
 
 def head_config(kind: str, d: int, h: int, w: int, num_classes: int, prototypes: int = 64,

@@ -68,6 +68,20 @@ def run_with_taps(
     return {name: tap.features[name] for name in attach_points}, tap.penultimate, logits
 
 
+@torch.no_grad()
+def forward_order(model: nn.Module, names: Sequence[str], image_side: int) -> list[str]:
+    """``names`` in the order the forward pass reaches them (one blank image through the
+    model, in eval mode), whatever order they were given in."""
+    param = next(model.parameters())
+    x = torch.zeros(1, 3, image_side, image_side, dtype=param.dtype, device=param.device)
+    with FeatureTap(model, names) as tap:
+        model(x)
+    missing = [name for name in names if name not in tap.features]
+    if missing:
+        raise CalexError(f"attach points {missing} never ran in the forward pass; choose others")
+    return [name for name in tap.features if name in names]
+
+
 def preprocess(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """uint8 N×H×W×3 RGB -> float32 N×3×H×W: ``(images / 255 - mean) / std`` per channel,
     on the device of ``images``."""

@@ -46,7 +46,7 @@ from calex_steps.errors import CalexError
 from calex_steps.io import atomic_path
 from calex_steps.models.checkpoints import load_classifier, load_frozen_backbone
 from calex_steps.models.flops import stage_macs
-from calex_steps.models.inference import cache_entries, extract_batch
+from calex_steps.models.inference import cache_entries, extract_batch, forward_order
 
 log = logging.getLogger("calex")
 OVERFIT_WARNING = 0.03  # val accuracy above test accuracy by more than this: warn
@@ -141,11 +141,10 @@ def run_cache_features(
 ) -> dict:
     """Write the feature cache of all splits; returns the root attributes written.
 
-    ``attach``: the attach points in forward order, as a list (the prototype heads' form at
-    each) or a dict {point: [forms]} (``attach_layout``).
+    ``attach``: the attach points, as a list (the prototype heads' form at each) or a dict
+    {point: [forms]} (``attach_layout``); the cache stores them in forward order.
     """
     attach = attach_layout(attach)
-    points = list(attach)
     compact = check_compact(settings.get("compact", "none"))
     dev = resolve_device(device)
     model, bb = load_frozen_backbone(backbone_path, dev)
@@ -165,6 +164,8 @@ def run_cache_features(
         }
         id_attrs = data_attrs if compact == "none" else {**data_attrs, "compact": compact}
         side = int(src["test"]["images"].shape[1])  # MACs at the images' own resolution
+        points = forward_order(model, list(attach), side)  # JSON may have sorted them
+        attach = {p: attach[p] for p in points}
         macs = stage_macs(bb["arch"], bb["width"], num_classes=num_classes,
                           attach_points=points, input_size=side)  # fmt: skip
         attrs = {

@@ -170,8 +170,6 @@ def _check_exit_rule(name: str, recipe: dict, recipes: dict) -> None:
                 f"recipes.{name}: exit_signal 'ztw_ensemble' reads the ensemble files of "
                 f"'{recipe['branches_from']}', whose exit_signal is not ztw_ensemble"
             )
-    elif signal == "ztw_ensemble" and not recipe.get("cascade_input"):
-        raise CalexError(f"recipes.{name}: exit_signal 'ztw_ensemble' needs 'cascade_input: true'")
     if recipe.get("temperature_scaling"):
         if signal in ("branch", "ztw_ensemble", "patience"):
             raise CalexError(
