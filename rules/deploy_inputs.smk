@@ -41,6 +41,7 @@ def latency_plan(wildcards):
                 "branch_run": cascade_files(*where, recipe, seed)["run"],
                 "exit_signal": CFG["recipes"][recipe]["exit_signal"],
                 "head": head_kind(CFG, recipe),
+                "exits": num_branches(recipe),
             }
         )
     return plan
