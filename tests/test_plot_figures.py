@@ -35,8 +35,15 @@ NUM_CLASSES, NUM_BRANCHES, N = 4, 3, 40
 SETTINGS = {"recipes": ["calexnet", "noalign", "align_only"], "margins": MARGINS}
 
 
-def write_run(root, recipe, seed, rng):
-    """frontier.csv, exits.npz, thresholds.npz and branch files of one synthetic run."""
+def depths(branches: int) -> np.ndarray:
+    """Share of the backbone's MACs paid at each exit of a synthetic ``branches``-exit
+    cascade: evenly spread branches, the backbone (plus every head) at 1.05."""
+    return np.r_[np.arange(1, branches + 1) / (branches + 1), 1.05]
+
+
+def write_run(root, recipe, seed, rng, branches=NUM_BRANCHES):
+    """frontier.csv, exits.npz, thresholds.npz and branch files of one synthetic run with
+    ``branches`` exits (exits.npz as the sweep writes it: int8 exit positions, MAC costs)."""
     folder = root / "syn" / "r18" / recipe / f"seed{seed}"
     folder.mkdir(parents=True)
     fr = np.array([0.3, 0.45, 0.6]) + 0.02 * seed
@@ -44,12 +51,13 @@ def write_run(root, recipe, seed, rng):
                 "backbone_accuracy": 0.9}  # fmt: skip
     pd.DataFrame(frontier).to_csv(folder / "frontier.csv", index=False)
     labels = np.arange(N) % NUM_CLASSES
-    exit_branch = rng.integers(0, NUM_BRANCHES + 1, size=(len(MARGINS), N))
+    exit_branch = rng.integers(0, branches + 1, size=(len(MARGINS), N)).astype(np.int8)
     np.savez(folder / "exits.npz", margins=np.array(MARGINS), exit_branch=exit_branch,
-             final_pred=np.tile(labels, (len(MARGINS), 1)), labels=labels)  # fmt: skip
+             final_pred=np.tile(labels, (len(MARGINS), 1)), labels=labels,
+             costs=2000.0 * depths(branches), total_macs=np.float64(2000.0))  # fmt: skip
     np.savez(folder / "thresholds.npz",
-             **{f"m{m:g}": np.full((NUM_BRANCHES, NUM_CLASSES), 0.5) for m in MARGINS})  # fmt: skip
-    for b in range(1, NUM_BRANCHES + 1):
+             **{f"m{m:g}": np.full((branches, NUM_CLASSES), 0.5) for m in MARGINS})  # fmt: skip
+    for b in range(1, branches + 1):
         pred = np.where(rng.random(N) < 0.8, labels, (labels + 1) % NUM_CLASSES)
         np.savez(folder / f"branch{b}.npz", test_pred=pred,
                  test_conf=rng.uniform(0.5, 1.0, N).astype(np.float32))  # fmt: skip
@@ -158,11 +166,12 @@ def test_pick_margin_uses_the_nearest_and_says_so():
     assert margin == 0.1 and "nearest configured to 0.05" in note
 
 
-def run_dict(exit_branch, labels, conf, pred, thresholds):
+def run_dict(exit_branch, labels, conf, pred, thresholds, recipe="calexnet", seed=0):
     """An in-memory run as ``load_run`` returns it, at a single margin 0.2."""
-    return {"recipe": "calexnet", "seed": 0, "margins": np.array([0.2]),
+    return {"recipe": recipe, "seed": seed, "margins": np.array([0.2]),
             "exit_branch": np.array([exit_branch]), "labels": np.array(labels),
             "thresholds": {"m0.2": np.array(thresholds)}, "num_branches": len(thresholds),
+            "exit_cost": depths(len(thresholds)),
             "conf": [np.array(c, dtype=float) for c in conf],
             "pred": [np.array(p) for p in pred]}  # fmt: skip
 
