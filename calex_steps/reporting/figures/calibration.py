@@ -64,10 +64,11 @@ def _grouped_bars(ax, frame: pd.DataFrame, column: str, exits: int, recipes) -> 
         color = recipe_color(recipe, recipes)
         yerr = None if np.isnan(std).all() else np.nan_to_num(std)  # no whiskers for one seed
         ax.bar(x, mean, width, yerr=yerr, color=color, label=recipe, capsize=2, ecolor="0.3")
-        for xi, m, n in zip(x, mean, count, strict=True):
-            # The number of samples behind each bar: an ECE over a handful means little.
+        for xi, m, sd, n in zip(x, mean, np.nan_to_num(std), count, strict=True):
+            # The number of samples behind each bar (above its whisker): an ECE over a
+            # handful means little.
             label = "n/a" if not np.isfinite(m) else f"{n:.0f}"
-            top = m if np.isfinite(m) else 0.0
+            top = m + sd if np.isfinite(m) else 0.0
             ax.text(xi, top, label, ha="center", va="bottom", fontsize=6, color="0.25")
     ax.set_xticks(numbers - 1, exit_ticks(frame, exits))
 
@@ -107,25 +108,23 @@ def plot_calibration(
         fig, axes = plt.subplots(len(counts), len(panels), sharey=True, squeeze=False,
                                  figsize=(max(4.0, 0.9 + 0.55 * widest) * len(panels),
                                           3.0 + 2.6 * (len(counts) - 1)))  # fmt: skip
-        for row, exits in zip(axes, counts, strict=True):
+        for r, (row, exits) in enumerate(zip(axes, counts, strict=True)):
             group = ece[ece["exits"] == exits]
             for ax, (margin, panel_title) in zip(row, panels, strict=True):
                 _grouped_bars(ax, group[group["margin"] == margin], "ece", exits, recipes)
-                ax.set_title(
-                    panel_title
-                    if len(counts) == 1
-                    else f"{panel_title}, recipes with {exits} exit{'s' * (exits != 1)}"
-                )
+                if r == 0:
+                    ax.set_title(panel_title)
                 ax.set_xlabel("exit branch")
                 ax.set_ylim(0, max(float(top) * 1.15, 0.05))
-            row[0].set_ylabel("ECE of the samples exiting there")
-        handles, labels = {}, []
+            label = "ECE of the samples exiting there"
+            if len(counts) > 1:
+                label = f"recipes with {exits} exit{'s' * (exits != 1)}\n{label}"
+            row[0].set_ylabel(label)
+        drawn = {}
         for ax in axes.ravel():
-            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
-                if label not in handles:
-                    handles[label] = handle
-                    labels.append(label)
-        fig.legend([handles[x] for x in labels], labels, loc="upper center",
+            drawn |= dict(zip(*reversed(ax.get_legend_handles_labels()), strict=True))
+        labels = [r for r in recipes if r in drawn]
+        fig.legend([drawn[x] for x in labels], labels, loc="upper center",
                    ncol=min(len(labels), 7), bbox_to_anchor=(0.5, 0.0), frameon=False)  # fmt: skip
         fig.suptitle(title)
         fig.tight_layout()

@@ -12,10 +12,10 @@ from collections.abc import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.colors import ListedColormap
 
 from calex_steps.reporting.figures.runs import exit_rows, exits_per_recipe, margin_row
 from calex_steps.reporting.figures.style import (
-    exit_cmap,
     exit_color,
     percent,
     recipe_color,
@@ -105,11 +105,11 @@ def plot_flow(
 
 
 def _depth_legend(fig: plt.Figure, axes) -> None:
-    """The colour bar of branch-exit depth and the backbone's swatch, right of the panels."""
-    mappable = plt.cm.ScalarMappable(cmap=exit_cmap(), norm=plt.Normalize(0.0, 1.0))
+    """One colour bar right of the panels: branch-exit depth 0..100 %, the backbone on top."""
+    steps = [exit_color(x) for x in np.linspace(0.0, 1.0, 100)]
+    cmap = ListedColormap(steps + [exit_color(1.0, backbone=True)] * 20)
+    mappable = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0.0, 1.2))
     bar = fig.colorbar(mappable, ax=axes.ravel().tolist(), fraction=0.03, pad=0.02)
-    bar.set_label("branch exit at (share of the backbone's MACs)")
+    bar.set_label("exit depth (share of the MACs)")
     ticks = [0.0, 0.25, 0.5, 0.75, 1.0]
-    bar.set_ticks(ticks, labels=[percent(t) for t in ticks])
-    swatch = plt.Rectangle((0, 0), 1, 1, color=exit_color(1.0, backbone=True))
-    fig.legend([swatch], ["backbone"], loc="lower right", frameon=False, fontsize=8)
+    bar.set_ticks([*ticks, 1.12], labels=[*(percent(t) for t in ticks), "backbone"])
