@@ -244,6 +244,11 @@ def test_recipe_colours_are_fixed_and_distinct():
     study = yaml.safe_load(config.read_text())["study"]["recipes"]
     assert len(study) == 15
     assert len({recipe_color(r, study) for r in study}) == len(study)
+    # a study crossing heads, exit placements and recipes: the seven fixed ones and 24 more
+    crossed = [*RECIPE_COLORS, *(f"{r}_{h}{e}" for r in ("noalign", "calexnet", "msp_global")
+                                 for h in ("augmented", "sdn") for e in (3, 6)),
+               *(f"baseline{i}" for i in range(12))]  # fmt: skip
+    assert len({recipe_color(r, crossed) for r in crossed}) == len(crossed) == 31
 
 
 def test_settings_with_an_unknown_key_fail(runs):
