@@ -3,7 +3,7 @@
     python -m calex_steps.predict --model cascade_m0.2.pt cat.png dog.jpg
 
 Each image is read with PIL, converted to RGB and resized to the artifact's
-input size (32×32, bilinear), then all images run as one batch. One line per
+input size (its metadata's ``input_size``, bilinear); all images run as one batch. One line per
 image: ``path<TAB>class<TAB>branch l | backbone<TAB>confidence``.
 """
 
@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Command-line interface."""
     p = argparse.ArgumentParser(prog="python -m calex_steps.predict", description=__doc__)
     p.add_argument("--model", required=True, help="cascade artifact from export_cascade")
-    p.add_argument("images", nargs="+", help="image files (any size; resized to 32×32 RGB)")
+    p.add_argument("images", nargs="+", help="images (any size; resized to the model's input size)")
     return p
 
 

@@ -1,4 +1,4 @@
-"""Sample flow: per class, where its test samples leave the cascade (SPEC section 10).
+"""Sample flow: per class, where its test samples leave the cascade (docs/results.md#figures).
 
 Recipes of one study may have different numbers of exits: each panel stacks its
 recipe's own exits, coloured by depth (the share of the backbone's MACs a sample
