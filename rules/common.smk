@@ -16,7 +16,12 @@ from calex_steps.workflow.config import (
     resolve_recipe,
     validate_config,
 )
-from calex_steps.workflow.exits import cache_layout, exit_recipes, num_exits, recipe_exits
+from calex_steps.workflow.exits import (
+    cache_layout,
+    exit_recipes,
+    num_exits,
+    recipe_exits,
+)
 
 try:
     CFG = validate_config(config)

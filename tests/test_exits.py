@@ -19,7 +19,13 @@ def study(recipes: dict, exits: dict, backbones=("b",)) -> dict:
 
 def test_forward_order_puts_blocks_before_their_stage_end():
     names = ["layer3", "layer1", "layer2.10", "layer1.3", "layer2.2"]
-    assert sorted(names, key=forward_key) == ["layer1.3", "layer1", "layer2.2", "layer2.10", "layer3"]
+    assert sorted(names, key=forward_key) == [
+        "layer1.3",
+        "layer1",
+        "layer2.2",
+        "layer2.10",
+        "layer3",
+    ]
     assert sorted(["features.12", "features.3"], key=forward_key) == ["features.3", "features.12"]
 
 

@@ -116,7 +116,10 @@ def test_cache_size_estimate_matches_a_written_cache(tmp_path):
            "recipe_exits": {"proto": {"b": attach}, "sdn": {"b": attach},
                             "conv": {"b": ["layer1", "layer4"]}}}  # fmt: skip
     layout = cache_layout(cfg, "b")
-    assert layout["layer1"] == ["proto", "pooled", "map"] and layout["layer3"] == ["proto", "pooled"]
+    assert layout["layer1"] == ["proto", "pooled", "map"] and layout["layer3"] == [
+        "proto",
+        "pooled",
+    ]
     out = tmp_path / "features.h5"
     run_cache_features(
         prepared, tmp_path / "backbone.pt", None, layout, {"batch_size": 32}, "cpu", out

@@ -24,6 +24,28 @@ READABLE = {"proto": ("gram", "map"), "pooled": ("pooled", "map"), "map": ("map"
 the raw map, as ``build_cascade(head_input="map")`` asks)."""
 
 
+class InferenceOutputs(nn.Module):
+    """The output layers of an inference form, after its representation: the previous
+    logits appended with a cascade input, ``cls``, and ``conf`` unless dropped."""
+
+    def __init__(self, cascade_dim: int, with_conf: bool, cls: nn.Linear, conf: nn.Linear):
+        super().__init__()
+        self.cascade_dim = int(cascade_dim)
+        self.with_conf = with_conf
+        self.cls, self.conf = cls, conf
+
+    def forward(
+        self, rep: torch.Tensor, prev: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cls logits N×C, conf logits N×C or empty) from a representation."""
+        if self.cascade_dim > 0:
+            assert prev is not None
+            rep = torch.cat([rep, F.layer_norm(prev, [prev.shape[1]])], dim=1)
+        if self.with_conf:
+            return self.cls(rep), self.conf(rep)
+        return self.cls(rep), torch.zeros(0, device=rep.device)
+
+
 class ExitHead(nn.Module):
     """A trained ``PrototypeHead`` in inference form, M from the map or the packed Gram.
 
@@ -37,13 +59,11 @@ class ExitHead(nn.Module):
         super().__init__()
         cfg = head.config
         self.use_gram = use_gram
-        self.with_conf = with_conf
-        self.cascade_dim = int(cfg["cascade_input_dim"])
         self.proto = head.proto
         augmented = cfg["kind"] == "augmented"
         self.norm = head.norm if augmented else nn.Identity()
         self.mlp = head.mlp if augmented else nn.Identity()
-        self.cls, self.conf = head.cls, head.conf
+        self.out = InferenceOutputs(cfg["cascade_input_dim"], with_conf, head.cls, head.conf)
         d = int(cfg["d"])
         rows, cols = torch.triu_indices(d, d)
         with torch.no_grad():  # identical to responses_from_gram's coefficients
@@ -67,13 +87,7 @@ class ExitHead(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(cls logits N×C, conf logits N×C or empty) from a map; ``prev`` = the previous
         branch's class logits (the input of a ZTW head)."""
-        rep = self.mlp(self.norm(self.responses(x)))
-        if self.cascade_dim > 0:
-            assert prev is not None
-            rep = torch.cat([rep, F.layer_norm(prev, [prev.shape[1]])], dim=1)
-        if self.with_conf:
-            return self.cls(rep), self.conf(rep)
-        return self.cls(rep), torch.zeros(0, device=x.device)
+        return self.out(self.mlp(self.norm(self.responses(x))), prev)
 
 
 class MapExitHead(nn.Module):
@@ -87,22 +101,15 @@ class MapExitHead(nn.Module):
         super().__init__()
         steps = [PooledFeatures()] if head_form(head.config["kind"]) == "pooled" else []
         self.body = nn.Sequential(*steps, head.features)
-        self.cascade_dim = int(head.config["cascade_input_dim"])
-        self.with_conf = with_conf
-        self.cls, self.conf = head.cls, head.conf
+        cascade_dim = head.config["cascade_input_dim"]
+        self.out = InferenceOutputs(cascade_dim, with_conf, head.cls, head.conf)
 
     def forward(
         self, x: torch.Tensor, prev: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(cls logits N×C, conf logits N×C or empty) from a raw map and the previous
         branch's class logits (read only with a cascade input)."""
-        rep = self.body(x)
-        if self.cascade_dim > 0:
-            assert prev is not None
-            rep = torch.cat([rep, F.layer_norm(prev, [prev.shape[1]])], dim=1)
-        if self.with_conf:
-            return self.cls(rep), self.conf(rep)
-        return self.cls(rep), torch.zeros(0, device=x.device)
+        return self.out(self.body(x), prev)
 
 
 def inference_head(head: nn.Module, stored_kind: str, with_conf: bool = True) -> nn.Module:

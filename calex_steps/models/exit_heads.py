@@ -80,7 +80,38 @@ def conv_bn_relu(c_in: int, c_out: int, stride: int) -> list[nn.Module]:
     return [conv, nn.BatchNorm2d(c_out), nn.ReLU()]
 
 
-class LiteratureHead(nn.Module):
+class HeadOutputs(nn.Module):
+    """What every head kind shares after its own features: the optional cascade input, the
+    two output layers ``cls`` and ``conf``, ``forward`` and the stage-1 parameters."""
+
+    config: dict
+
+    def with_cascade_input(self, rep: torch.Tensor, prev_logits: torch.Tensor | None):
+        """``rep``, with the previous logits detached and layer-normalised appended when the
+        head has a cascade input (``config["cascade_input_dim"] > 0``)."""
+        if self.config["cascade_input_dim"] > 0:
+            if prev_logits is None:
+                raise ValueError("this head has a cascade input: pass the previous logits")
+            prev = F.layer_norm(prev_logits.detach(), prev_logits.shape[-1:])
+            return torch.cat([rep, prev], dim=1)
+        return rep
+
+    def outputs(self, rep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cls_logits N×C, conf_logits N×C pre-sigmoid) from a representation."""
+        return self.cls(rep), self.conf(rep)
+
+    def forward(
+        self, x: torch.Tensor, prev_logits: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cls_logits, conf_logits) from the head's cache form."""
+        return self.outputs(self.represent(self.responses(x), prev_logits))
+
+    def classification_parameters(self) -> list[nn.Parameter]:
+        """Parameters trained in stage 1: everything but the conf layer."""
+        return [p for name, p in self.named_parameters() if not name.startswith("conf.")]
+
+
+class LiteratureHead(HeadOutputs):
     """What every head here shares: the cascade input, ``cls`` and ``conf``, the interface.
 
     A subclass builds ``self.features`` (cache form -> N×F) and calls ``finish(F)``.
@@ -113,26 +144,7 @@ class LiteratureHead(nn.Module):
 
     def represent(self, m: torch.Tensor, prev_logits: torch.Tensor | None = None) -> torch.Tensor:
         """N×F, or N×(F + C_prev) with the previous logits detached and layer-normalised."""
-        if self.config["cascade_input_dim"] > 0:
-            if prev_logits is None:
-                raise ValueError("this head has a cascade input: pass the previous logits")
-            prev = F.layer_norm(prev_logits.detach(), prev_logits.shape[-1:])
-            return torch.cat([m, prev], dim=1)
-        return m
-
-    def outputs(self, rep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(cls_logits N×C, conf_logits N×C pre-sigmoid) from a representation."""
-        return self.cls(rep), self.conf(rep)
-
-    def forward(
-        self, x: torch.Tensor, prev_logits: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(cls_logits, conf_logits) from the cache form."""
-        return self.outputs(self.represent(self.responses(x), prev_logits))
-
-    def classification_parameters(self) -> list[nn.Parameter]:
-        """Parameters trained in stage 1: everything but the conf layer."""
-        return [p for name, p in self.named_parameters() if not name.startswith("conf.")]
+        return self.with_cascade_input(m, prev_logits)
 
 
 class SdnHead(LiteratureHead):

@@ -16,12 +16,11 @@ order one, so M is of order one with the default initialisation.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from calex_steps.data.feature_cache import HEAD_FORMS, packed_size
 from calex_steps.errors import CalexError
-from calex_steps.models.exit_heads import LITERATURE_HEADS, LiteratureHead
+from calex_steps.models.exit_heads import LITERATURE_HEADS, HeadOutputs, LiteratureHead
 from calex_steps.models.flops import count_macs
 
 PROTOTYPE_KINDS = ("basic", "augmented")
@@ -29,7 +28,7 @@ HEAD_KINDS = (*PROTOTYPE_KINDS, *LITERATURE_HEADS)
 """Every head kind a recipe's ``head:`` can name."""
 
 
-class PrototypeHead(nn.Module):
+class PrototypeHead(HeadOutputs):
     """K prototypes (a bias-free 1×1 conv), optional MLP, independent cls and conf layers.
 
     Args:
@@ -108,26 +107,7 @@ class PrototypeHead(nn.Module):
     def represent(self, m: torch.Tensor, prev_logits: torch.Tensor | None = None) -> torch.Tensor:
         """Representation fed to the output layers: N×K, or N×(K+C_prev) with cascade input."""
         rep = self.mlp(self.norm(m)) if self.config["kind"] == "augmented" else m
-        if self.config["cascade_input_dim"] > 0:
-            if prev_logits is None:
-                raise ValueError("this head has a cascade input: pass the previous logits")
-            prev = F.layer_norm(prev_logits.detach(), prev_logits.shape[-1:])
-            rep = torch.cat([rep, prev], dim=1)
-        return rep
-
-    def outputs(self, rep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(cls_logits N×C, conf_logits N×C pre-sigmoid) from a representation."""
-        return self.cls(rep), self.conf(rep)
-
-    def forward(
-        self, x: torch.Tensor, prev_logits: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(cls_logits, conf_logits) from a map or packed Gram input."""
-        return self.outputs(self.represent(self.responses(x), prev_logits))
-
-    def classification_parameters(self) -> list[nn.Parameter]:
-        """Parameters trained in stage 1: prototypes, LayerNorm/MLP, cls layer."""
-        return [p for name, p in self.named_parameters() if not name.startswith("conf.")]
+        return self.with_cascade_input(rep, prev_logits)
 
 
 def head_form(kind: str) -> str:

@@ -9,10 +9,10 @@ Per split and attach point it stores the forms the study's heads read there
 (``calex_steps.data.feature_cache.HEAD_FORMS``: the packed Gram matrix or the raw
 map, whichever is smaller, for the prototype heads; max- and average-pooled maps for
 SDN heads; raw maps for convolutional heads; a plain list of points = ``proto`` at
-each), plus the final logits of backbone and classifier, labels and indices. It streams batches straight into preallocated HDF5
-datasets and renames the file into place only when complete. Before writing,
-it estimates the file's size from one image and refuses a cache the disk
-cannot hold; ``cache.compact`` chooses the stored dtype and filters
+each), plus the final logits of backbone and classifier, labels and indices. It
+streams batches straight into preallocated HDF5 datasets and renames the file into
+place only when complete. Before writing, it estimates the file's size from one image
+and refuses a cache the disk cannot hold; ``cache.compact`` chooses the stored dtype and filters
 (``calex_steps.data.cache_format``).
 """
 
@@ -82,7 +82,7 @@ def write_split(
         if dsets is None:  # shapes are known after the first batch
             dsets = [_create_entry(group, e, feats, n, compact) for e in entries]
             logits_ds = group.create_dataset("logits", shape=(n, logits.shape[1]), dtype="f4")
-        for ds, (num, _, _, entry) in zip(dsets, entries, strict=True):
+        for ds, (_, _, _, entry) in zip(dsets, entries, strict=True):
             where = f"{split}/{ds.name.rsplit('/', 1)[-1]}"
             ds[start : start + len(entry)] = encode_features(entry, compact, where)
         logits_ds[start : start + len(logits)] = logits

@@ -12,9 +12,9 @@ cuts it (``cascade.module.split_backbone``). At every batch size the first segme
 (preprocessing of uint8 images included), each later one, the tail (remaining blocks,
 pool, classifier), the plain backbone and a head of every kind the study uses at every
 attach point (``settings["heads"]``, e.g. ``augmented``, ``sdn``, ``basic+cascade``;
-untrained weights, timing does not depend on them) run on consecutive test images, scripted as the exported cascade runs
-them; each part is timed in interleaved rounds and the median kept
-(``cascade.latency.segment_costs``). ``segments.json`` (docs/formats.md) is what the
+untrained weights, timing does not depend on them) run on consecutive test images,
+scripted as the exported cascade runs them; each part is timed in interleaved rounds and
+the median kept (``cascade.latency.segment_costs``). ``segments.json`` (docs/formats.md) is what the
 sweeps predict their latency reduction from.
 """
 
@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 
 from calex_steps.cascade.artifact import script_cascade
-from calex_steps.cascade.latency import segment_costs, timed_image_count
 from calex_steps.cascade.exit_heads import inference_head
+from calex_steps.cascade.latency import segment_costs, timed_image_count
 from calex_steps.cascade.module import CascadeModel, split_backbone
 from calex_steps.cli import (
     add_runtime_args,

@@ -1,7 +1,8 @@
 """Stage `train_branch`: train one branch of a sequential recipe (docs/method.md#training).
 
     python -m calex_steps.stages.train_branch --features results/D/B/features.h5 \
-        --branch 2 --exit layer2 --prev results/D/B/R/seed0/branch1.npz results/D/B/R/seed1/branch1.npz \
+        --branch 2 --exit layer2 \
+        --prev results/D/B/R/seed0/branch1.npz results/D/B/R/seed1/branch1.npz \
         --backbone results/D/B/backbone.pt --recipe R --settings JSON --seed 0 1 \
         --device auto --threads 1 \
         --out-head results/D/B/R/seed0/branch2.pt results/D/B/R/seed1/branch2.pt \
@@ -136,8 +137,21 @@ def run_train_branches(
         prevs = [d["train"]["prev"] for d in datas]
         fit_branches(heads, datas[0]["train"], prevs, cfg, plans, fingerprint, out_heads[0], log)
         return [
-            _write_run(head, data, cfg, inputs["train"], seed, branch, recipe, features_id,
-                       settings, out_head, out_out, log, exit_point)  # fmt: skip
+            _write_run(
+                head,
+                data,
+                cfg,
+                inputs["train"],
+                seed,
+                branch,
+                recipe,
+                features_id,
+                settings,
+                out_head,
+                out_out,
+                log,
+                exit_point,
+            )  # fmt: skip
             for head, data, seed, out_head, out_out in zip(
                 heads, datas, seeds, out_heads, out_outputs, strict=True
             )
@@ -173,7 +187,9 @@ def build_parser():
     p = stage_parser("train_branch", __doc__)
     p.add_argument("--features", required=True, help="features.h5 of the dataset and backbone")
     p.add_argument("--branch", type=int, required=True, help="1-based branch number")
-    p.add_argument("--exit", help="attach point of the branch (default: the cache's point --branch)")
+    p.add_argument(
+        "--exit", help="attach point of the branch (default: the cache's point --branch)"
+    )
     p.add_argument(
         "--prev", nargs="*", default=[],
         help="outputs (.npz) of earlier branches, seed by seed in the order of --seed",

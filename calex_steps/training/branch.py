@@ -25,7 +25,6 @@ import torch
 
 from calex_steps.data.feature_cache import SPLITS
 from calex_steps.errors import CalexError
-from calex_steps.models.heads import PrototypeHead
 from calex_steps.training.adam import Adam
 from calex_steps.training.grouped import group_heads
 from calex_steps.training.loops import EpochPlan, TensorRows, representations, run_group_stage
@@ -106,8 +105,9 @@ def split_tensors(
         labels = torch.from_numpy(np.asarray(inputs[sp]["labels"], dtype=np.int64))
         if target == "labels" and sp == "train" and labels.min() < 0:
             raise CalexError("target labels needs the train split's labels; the cache has none")
+        conf_y = labels if target == "labels" else y_star
         out[sp] = {"x": x, "teacher": teacher, "y": y_star, "labels": labels,
-                   "conf_y": labels if target == "labels" else y_star, "prev": prev_logits}  # fmt: skip
+                   "conf_y": conf_y, "prev": prev_logits}  # fmt: skip
     return out
 
 
@@ -176,7 +176,9 @@ def fit_branches(heads, train, prevs, cfg, plans, fingerprint, out_head, log) ->
         )
         logits = group.layer("cls", group.represent(group.responses(xb), pb))  # S×B×C
         teacher, y = _stacked(train["teacher"], idxs, device), _stacked(train["y"], idxs, device)
-        labels = _stacked(train["labels"], idxs, device).flatten() if cfg.target == "labels" else None
+        labels = (
+            _stacked(train["labels"], idxs, device).flatten() if cfg.target == "labels" else None
+        )
         loss = classification_loss(cfg.target, logits.flatten(0, 1), teacher.flatten(0, 1),
                                    cfg.kd_temperature, "none", labels)  # fmt: skip
         return list(loss.view(len(idxs), -1)), list(logits.argmax(dim=-1) == y)

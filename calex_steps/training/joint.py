@@ -172,8 +172,7 @@ def build_joint(
     configs and each head's MACs; ``infos`` = per branch the cache reader's ``d``, ``h``, ``w``;
     ``exits`` = the recipe's attach points (default every point of the cache)."""
     configs = [
-        head_config(cfg.head, i["d"], i["h"], i["w"], num_classes, cfg.prototypes, 0)
-        for i in infos
+        head_config(cfg.head, i["d"], i["h"], i["w"], num_classes, cfg.prototypes, 0) for i in infos
     ]
     model = JointHeads(configs, seed, loss_weights=cfg.target == "boostnet")
     macs = [head_macs(h, i["d"], i["h"], i["w"]) for h, i in zip(model.heads, infos, strict=True)]
