@@ -68,8 +68,9 @@ def run_train_joint(
     ``out_heads``/``out_outputs`` hold one path per exit, in order; ``exits`` are the
     recipe's attach points (default every point of the cache). Returns ``agreement``
     (split -> per-branch fraction of predictions equal to y*), ``head_macs`` (per branch),
-    ``loss_weights`` (BoostNet's g_l, else None) and ``features_id``. A recipe with ``search`` lists trains the values
-    its ``search`` record (search.json of ``search_baseline``) chose.
+    ``loss_weights`` (BoostNet's g_l, else None) and ``features_id``. A recipe with
+    ``search`` lists trains the values its ``search`` record (search.json of
+    ``search_baseline``) chose.
     """
     log = log or logging.getLogger("calex")
     settings = apply_search(settings, search)
