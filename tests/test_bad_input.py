@@ -19,6 +19,7 @@ from helpers import TINY_BACKBONE, TINY_PRETRAIN, write_synthetic_prepared
 
 from calex_steps.data.sources import check_source
 from calex_steps.errors import CalexError
+from calex_steps.models.checkpoints import tensor_sha256
 from calex_steps.stages import sweep_margins, train_branch
 from calex_steps.stages.cache_features import run_cache_features
 from calex_steps.stages.prepare_dataset import run_prepare_dataset
@@ -165,8 +166,9 @@ def test_damaged_feature_cache(stack, tmp_path, capsys, damage):
 
 def test_cache_from_another_backbone(stack, tmp_path, capsys):
     other = tmp_path / "other_backbone.pt"
-    ckpt = torch.load(stack["backbone"], weights_only=False)
+    ckpt = torch.load(stack["backbone"], weights_only=True)
     ckpt["state_dict"]["fc.bias"] += 1.0
+    ckpt["tensor_sha256"] = tensor_sha256(ckpt["state_dict"])  # a valid, different backbone
     torch.save(ckpt, other)
     run = tmp_path / "run"
     argv = [

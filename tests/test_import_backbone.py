@@ -41,7 +41,7 @@ def test_shared_resnet20_imports_with_its_accuracy(prepared, tmp_path):
     ckpt = run_import_backbone(prepared, RESNET20, weights, "cpu", tmp_path / "backbone.pt")
     # 300 real JPEG CIFAR-10 test images; on all 10,000 this network scores 81.0%
     assert 0.70 < ckpt["official_test_acc"] < 0.92
-    saved = torch.load(tmp_path / "backbone.pt", weights_only=False)
+    saved = torch.load(tmp_path / "backbone.pt", weights_only=True)
     assert saved["arch"] == "resnet20" and saved["num_classes"] == 10
     assert saved["normalization"]["mean"] == list(HE_MEAN)
 
