@@ -16,6 +16,7 @@ from calex_steps.stages.probe_coarse import run_probe_coarse
 from calex_steps.stages.sweep_margins import run_sweep_margins
 from calex_steps.stages.train_branch import run_train_branch
 
+
 class Payload:
     """What a malicious pickle holds: unpickling it creates the file ``marker`` (through
     ``open``, as any code a pickle may name would run). Tests assert the file never appears."""

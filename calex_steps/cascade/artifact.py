@@ -94,7 +94,8 @@ def verify_artifact(path: str | Path) -> None:
         digest, recorded = archive_digest(path)
     except zipfile.BadZipFile as exc:
         if not zipfile.is_zipfile(path):
-            raise CalexError(f"{path} is not a TorchScript cascade (not a zip archive); {fix}")
+            what = "not a TorchScript cascade (not a zip archive)"
+            raise CalexError(f"{path} is {what}; {fix}") from None
         raise CalexError(f"{path} is damaged ({exc}); {fix}") from exc
     except (zlib.error, EOFError, OSError, ValueError, NotImplementedError) as exc:
         raise CalexError(f"{path} is damaged ({type(exc).__name__}: {exc}); {fix}") from exc
