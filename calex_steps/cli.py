@@ -24,6 +24,7 @@ import sys
 from collections.abc import Callable
 
 from calex_steps.errors import CalexError
+from calex_steps.isolation import can_isolate, run_isolated
 
 
 def setup_logging() -> logging.Logger:
@@ -130,20 +131,30 @@ def stage_main(
     build_parser: Callable[[], argparse.ArgumentParser],
     body: Callable[[argparse.Namespace], object],
     argv: list[str] | None = None,
+    hdf5_outputs: Callable[[argparse.Namespace], list[str]] | None = None,
 ) -> int:
     """Parse ``argv``, log the command, apply ``--threads``, run ``body(args)``.
 
-    Returns 0 on success and 1 on a ``CalexError`` (printed as one line).
+    Returns 0 on success and 1 on a ``CalexError`` (printed as one line). A stage
+    that writes HDF5 files names them (``hdf5_outputs(args)``); run as a command
+    (``argv`` None), its body then runs in a child process (``calex_steps.isolation``),
+    so that running out of space while writing is one line whatever HDF5 does.
     """
 
-    def run(args_list: list[str] | None) -> None:
+    def parse(args_list: list[str] | None) -> argparse.Namespace:
         log = setup_logging()
         args = build_parser().parse_args(args_list)
         shown = sys.argv[1:] if args_list is None else args_list
         log.info("%s %s", build_parser().prog, shlex.join(str(a) for a in shown))
         keep_freed_memory()
+        return args
+
+    def work(args: argparse.Namespace) -> None:
         if getattr(args, "threads", 0):
             set_threads(args.threads)
         body(args)
 
-    return run_main(run, argv)
+    if argv is None and hdf5_outputs is not None and can_isolate():
+        args = parse(None)
+        return run_isolated(lambda: work(args), hdf5_outputs(args))
+    return run_main(lambda args_list: work(parse(args_list)), argv)

@@ -79,7 +79,8 @@ def save_artifact(model: CascadeModel, out: str | Path) -> None:
     buffer.seek(0)
     digest, _ = archive_digest(buffer)
     with atomic_path(out) as tmp:
-        _jit_save(scripted, str(tmp), {META_FILE: model.meta_json, SHA_FILE: digest})
+        with open(tmp, "wb") as handle:  # through a handle: a full disk is an OSError
+            _jit_save(scripted, handle, {META_FILE: model.meta_json, SHA_FILE: digest})
         if archive_digest(tmp) != (digest, digest):
             raise CalexError(
                 f"TorchScript wrote {out} differently from the copy its SHA-256 was taken "

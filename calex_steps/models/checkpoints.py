@@ -199,6 +199,6 @@ def _save(path, module: nn.Module, fields: dict) -> dict:
     """``fields`` (as JSON values), the CPU weights and their SHA-256, written atomically."""
     state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
     ckpt = {**json_fields(fields, path), "state_dict": state, "tensor_sha256": tensor_sha256(state)}
-    with atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:  # a full disk: an OSError
+        torch.save(ckpt, handle)
     return ckpt

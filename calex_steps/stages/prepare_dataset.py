@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     def run(a) -> None:
         run_prepare_dataset(a.dataset, parse_json_arg(a.settings), a.out, a.workers)
 
-    return stage_main(build_parser, run, argv)
+    return stage_main(build_parser, run, argv, hdf5_outputs=lambda a: [a.out])
 
 
 if __name__ == "__main__":

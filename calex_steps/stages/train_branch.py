@@ -29,10 +29,16 @@ from calex_steps.cli import (
     stage_main,
     stage_parser,
 )
-from calex_steps.data.branch_files import branch_meta, load_prev_outputs, write_branch_outputs
+from calex_steps.data.branch_files import (
+    branch_files_bytes,
+    branch_meta,
+    load_prev_outputs,
+    write_branch_outputs,
+)
 from calex_steps.data.feature_cache import SPLITS, BranchInputs, cache_id, check_provenance
 from calex_steps.data.files import sha256_file
 from calex_steps.errors import CalexError
+from calex_steps.io import require_space
 from calex_steps.models.checkpoints import save_head
 from calex_steps.models.heads import PrototypeHead, head_macs
 from calex_steps.training.branch import (
@@ -114,6 +120,10 @@ def run_train_branches(
             torch.manual_seed(seed * 1000 + branch)
             heads.append(PrototypeHead(**head_config).to(device))
         fingerprint = fingerprints[0] if len(seeds) == 1 else fingerprints
+        samples = sum(len(datas[0][sp]["y"]) for sp in SPLITS)
+        values = sum(p.numel() for p in heads[0].parameters())
+        needed = branch_files_bytes(samples, head_config["num_classes"], values) * len(seeds)
+        require_space(out_outputs[0], needed, "the branch files")
         prevs = [d["train"]["prev"] for d in datas]
         fit_branches(heads, datas[0]["train"], prevs, cfg, plans, fingerprint, out_heads[0], log)
         return [

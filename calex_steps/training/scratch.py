@@ -27,8 +27,8 @@ def scratch_path(out: str | os.PathLike) -> Path:
 
 def save_scratch(out, state: dict) -> None:
     """Write the resumable state atomically (an interrupted write leaves the old one)."""
-    with atomic_path(scratch_path(out)) as tmp:
-        torch.save(state, tmp)
+    with atomic_path(scratch_path(out)) as tmp, open(tmp, "wb") as handle:
+        torch.save(state, handle)  # through a handle: a full disk is an OSError
 
 
 def load_scratch(out, fingerprint: dict) -> dict | None:
