@@ -210,7 +210,7 @@ def test_outputs_that_cannot_fit_are_refused_before_any_work(tmp_path, tiny_casc
     assert not list(tmp_path.glob("prepared.h5*"))
     synthetic = {"source": "synthetic", "n_train": 2000, "n_val": 20, "n_test": 20,
                  "num_coarse": 2, "fine_per_coarse": 2, "seed": 0}  # fmt: skip
-    with pytest.raises(CalexError, match=r"writing the prepared file .* needs about 6\.3 MB"):
+    with pytest.raises(CalexError, match=r"writing the prepared file .* needs about 6\.4 MB"):
         run_prepare_dataset("synthetic", synthetic, tmp_path / "prepared.h5")
 
     run = tmp_path / "run"
