@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 from calex_steps.errors import CalexError
 from calex_steps.isolation import can_isolate, run_isolated
+from calex_steps.schema import validate_settings
 
 
 def setup_logging() -> logging.Logger:
@@ -39,13 +40,21 @@ def setup_logging() -> logging.Logger:
     return logging.getLogger("calex")
 
 
-def parse_json_arg(text: str, flag: str = "--settings") -> dict:
-    """Parse a JSON-object argument (``--settings``), with a clear error on bad input."""
+def parse_json_arg(text: str, flag: str = "--settings", schema: str | tuple[str, ...] = ()):
+    """Parse a JSON argument (``--settings``), with a clear error on bad input.
+
+    Without ``schema`` it must be a JSON object. With it, the value is validated
+    against that part of the configuration schema (``calex_steps.schema``: e.g.
+    ``"probe"``, ``"recipes.*"``, or several parts), so a stage called by hand stops
+    on a wrong type or an unknown key with the schema's one line.
+    """
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise CalexError(f"{flag} is not valid JSON ({exc})") from exc
-    if not isinstance(value, dict):
+    if schema:
+        validate_settings(value, schema, flag)
+    elif not isinstance(value, dict):
         raise CalexError(f"{flag} must be a JSON object")
     return value
 

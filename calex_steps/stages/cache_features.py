@@ -209,8 +209,9 @@ def main(argv=None) -> int:
 
     def run(a) -> None:
         probe = a.probe[0] if a.probe else None
-        settings = parse_json_arg(a.settings)
-        run_cache_features(a.data, a.backbone, probe, json.loads(a.attach), settings, a.device,
+        settings = parse_json_arg(a.settings, schema="cache")
+        attach = parse_json_arg(a.attach, "--attach", "backbones.*.attach_points")
+        run_cache_features(a.data, a.backbone, probe, attach, settings, a.device,
                            a.out)  # fmt: skip
 
     return stage_main(build_parser, run, argv, hdf5_outputs=lambda a: [a.out])

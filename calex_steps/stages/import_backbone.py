@@ -112,7 +112,7 @@ def main(argv=None) -> int:
     """Entry point: 0 on success, 1 on a CalexError (printed as one line)."""
 
     def run(a) -> None:
-        backbone = parse_json_arg(a.backbone, "--backbone")
+        backbone = parse_json_arg(a.backbone, "--backbone", "backbones.*")
         run_import_backbone(a.data, backbone, a.checkpoint, a.device, a.out)
 
     return stage_main(build_parser, run, argv)

@@ -75,7 +75,8 @@ def main(argv=None) -> int:
     """Entry point: 0 on success, 1 on a CalexError (printed as one line)."""
 
     def run(a) -> None:
-        run_probe_coarse(a.data, a.backbone, parse_json_arg(a.settings), a.device, a.out)
+        settings = parse_json_arg(a.settings, schema="probe")
+        run_probe_coarse(a.data, a.backbone, settings, a.device, a.out)
 
     return stage_main(build_parser, run, argv)
 

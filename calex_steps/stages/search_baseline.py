@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: 0 on success, 1 on a CalexError (printed as one line)."""
 
     def run(a) -> None:
-        settings = parse_json_arg(a.settings)
+        settings = parse_json_arg(a.settings, schema="recipes.*")
         run_search_baseline(a.features, settings, a.seed, a.device, a.out, recipe=a.recipe)
 
     return stage_main(build_parser, run, argv)

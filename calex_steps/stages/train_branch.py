@@ -209,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
                              "the same number of earlier branch files for every seed")  # fmt: skip
         per_seed = len(a.prev) // len(a.seed)
         prev = [a.prev[i * per_seed : (i + 1) * per_seed] for i in range(len(a.seed))]
-        run_train_branches(a.features, a.branch, prev, parse_json_arg(a.settings), a.seed,
+        settings = parse_json_arg(a.settings, schema="recipes.*")
+        run_train_branches(a.features, a.branch, prev, settings, a.seed,
                            a.device, a.out_head, a.out_outputs, recipe=a.recipe,
                            memory_mb=a.memory_mb)  # fmt: skip
 

@@ -169,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def run(a) -> None:
         search = json.loads(Path(a.search[0]).read_text()) if a.search else None
-        run_train_joint(a.features, parse_json_arg(a.settings), a.seed, a.device, a.out_heads,
+        settings = parse_json_arg(a.settings, schema="recipes.*")
+        run_train_joint(a.features, settings, a.seed, a.device, a.out_heads,
                         a.out_outputs, recipe=a.recipe, search=search,
                         memory_mb=a.memory_mb)  # fmt: skip
 

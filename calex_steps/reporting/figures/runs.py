@@ -16,6 +16,8 @@ from calex_steps.errors import CalexError
 from calex_steps.reporting.runfiles import parse_run_path
 
 SETTINGS_KEYS = ("recipes", "margins", "exit_signals", "backbone", "lr_batch_size")
+SETTINGS = ("study", "sweep", "latency", "$defs.stage_inputs")
+"""Where those keys come from in the configuration schema (calex_steps/schema.py)."""
 
 
 def check_settings(settings: dict) -> dict:
@@ -184,7 +186,7 @@ def figure_stage(figure: str, doc: str | None, run, inputs: str, *extra: str, op
         def body(a) -> None:
             files = [getattr(a, inputs), *(getattr(a, name) for name in extra)]
             more = {name: getattr(a, name) for name in optional}
-            run(*files, parse_json_arg(a.settings), a.out_png, a.out_pdf, **more)
+            run(*files, parse_json_arg(a.settings, schema=SETTINGS), a.out_png, a.out_pdf, **more)
             logging.getLogger("calex").info("wrote %s and %s", a.out_png, a.out_pdf)
 
         return stage_main(build_parser, body, argv)
