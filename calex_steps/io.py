@@ -89,10 +89,10 @@ _ABANDONED: list = []
 
 @contextlib.contextmanager
 def hdf5_output(tmp: str | os.PathLike):
-    """``h5py.File(tmp, "w")``, closed when the block succeeds and never after a failure.
+    """``h5py.File(tmp, "w")``, closed when the block ends, except after running out of space.
 
     Closing a file whose write failed (a full disk) makes HDF5 flush it again, which
-    can crash the process; the failed file is left open until the process ends, and
+    can crash the process; such a file is left open until the process ends, and
     ``atomic_path`` deletes it at once. A stage that writes HDF5 runs in a child
     process that ends right after the error (``calex_steps.isolation``).
     """
@@ -102,8 +102,12 @@ def hdf5_output(tmp: str | os.PathLike):
     try:
         yield handle
         handle.flush()  # the cached chunks and metadata: a full disk fails here, not in close
-    except BaseException:
-        _ABANDONED.append(handle)
+    except BaseException as exc:
+        if space_problem(exc, tmp) is None:  # any other failure: the file closes as usual
+            with contextlib.suppress(Exception):
+                handle.close()
+        else:
+            _ABANDONED.append(handle)
         raise
     handle.close()
 

@@ -119,14 +119,17 @@ def run_isolated(work: Callable[[], object], outputs: list[str | os.PathLike]) -
         os.close(read_end)
         _child(work, _Reporter(write_end, Path(outputs[0])))
     os.close(write_end)
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         _, status = os.waitpid(pid, 0)
-    except BaseException:  # interrupted: stop the child before cleaning up
+    except BaseException:  # interrupted or terminated: stop the child, then clean up
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
         _remove(leftovers(outputs, pid))
         raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     with os.fdopen(read_end, "rb") as pipe:
         reported = pipe.read().decode(errors="replace")
     code = os.waitstatus_to_exitcode(status)
@@ -145,6 +148,11 @@ def run_isolated(work: Callable[[], object], outputs: list[str | os.PathLike]) -
         line = f"{crash} while writing {where} ({kept}); run it again"
     print(f"calex error: {line}", file=sys.stderr)
     return 1
+
+
+def _terminated(signum, frame) -> None:
+    """SIGTERM while waiting (a cancelled job): leave through ``run_isolated``'s clean-up."""
+    raise SystemExit(128 + signum)
 
 
 def _remove(paths: list[Path]) -> None:
