@@ -6,7 +6,7 @@ Usage: .venv/bin/python bench/bootstrap.py [--recipes 7] [--seeds 3] [--splits 5
 Writes seeded split folders of the current sweep format (a three-branch
 cascade whose exit fractions grow with the margin) into a temporary folder,
 runs make_tables on them (every view, paired two-level bootstrap) and prints
-the CPU seconds it took against the budget of issue 12 (the sweep and the
+the CPU seconds it took against the budget of docs/performance.md (the sweep and the
 bootstrap of the whole real-data study within 2 minutes of CPU).
 """
 

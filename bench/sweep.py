@@ -21,7 +21,7 @@ from calex_steps.cascade.sweep import ExitCosts, ExitRule, margin_grid, sweep
 
 MARGINS = [0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.6, 0.8]
 DENSE = {"low": 0.001, "high": 0.95, "count": 48}  # the schema's defaults
-# ResNet18 cumulative MACs after layer1..3 and in all (SPEC section 9) plus small heads.
+# ResNet18 cumulative MACs after layer1..3 and in all (docs/method.md#flops) plus small heads.
 STAGE_MACS = [152_764_416, 286_982_144, 421_199_872]
 HEAD_MACS = [600_000, 400_000, 300_000]
 TOTAL_MACS = 555_427_840

@@ -1,4 +1,4 @@
-"""Check that the synthetic set is a real learning problem (SPEC section 2).
+"""Check that the synthetic set is a real learning problem (docs/method.md#data).
 
 Trains a CIFAR ResNet18 at width 0.125 (8/16/32/64 channels) on the fine
 labels of the synthetic train split for a few CPU epochs, then fits linear

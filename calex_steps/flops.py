@@ -1,4 +1,4 @@
-"""SPEC section 12 name of the MAC counter; the code lives in ``calex_steps.models.flops``."""
+"""The MAC counter of the public API (docs/api.md); the code is in ``calex_steps.models.flops``."""
 
 from calex_steps.models.flops import count_macs, model_stage_macs, stage_macs
 

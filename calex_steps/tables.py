@@ -1,4 +1,4 @@
-"""SPEC section 12 name of the FR interpolation; the code lives in ``calex_steps.reporting``."""
+"""The FR interpolation of the public API (docs/api.md); the code is in calex_steps.reporting."""
 
 from calex_steps.reporting.curves import interpolate_at_fr, interpolate_curve
 

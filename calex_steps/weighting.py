@@ -1,4 +1,4 @@
-"""SPEC section 12 name of the survivor weights; the code is in ``calex_steps.training``."""
+"""The survivor weights of the public API (docs/api.md); the code is in ``calex_steps.training``."""
 
 from calex_steps.training.weighting import sample_indices, survivor_weights
 

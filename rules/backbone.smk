@@ -1,5 +1,5 @@
 # Stage 2: the frozen backbone, its coarse probe and the feature cache
-# (SPEC sections 3 and 4). backbone.pt is protected: an accidental full rerun stops
+# (docs/method.md#backbone). backbone.pt is protected: an accidental full rerun stops
 # instead of retraining it (chmod u+w it to retrain on purpose).
 
 

@@ -1,4 +1,4 @@
-# Stage 3 for the baselines (SPEC section 8): joint recipes (PTEEnet, BoostNet)
+# Stage 3 for the baselines (docs/method.md#recipes): joint recipes (PTEEnet, BoostNet)
 # train all branches in one job; ZTW's branches train through train_branch and
 # then get their per-exit geometric ensemble here. A joint recipe with `search`
 # lists first picks its settings on the calibration split (search_baseline).

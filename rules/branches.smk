@@ -1,5 +1,5 @@
 # Stage 3: one job per branch of a sequential recipe, training the heads of all the
-# study's seeds in one computation (SPEC section 6); each seed keeps its own files.
+# study's seeds in one computation (docs/method.md#training); each seed keeps its own files.
 
 
 rule train_branch:

@@ -1,4 +1,4 @@
-# Stage 1: every source becomes one uniform prepared file (SPEC section 2).
+# Stage 1: every source becomes one uniform prepared file (docs/method.md#data).
 
 
 rule prepare_dataset:

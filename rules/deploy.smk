@@ -1,4 +1,4 @@
-# Stage 6: the cascade as a real model (SPEC section 11, docs/deploy.md): time the
+# Stage 6: the cascade as a real model (docs/deploy.md): time the
 # backbone's segments and the heads (the latency cost axis of the sweeps), export one
 # operating point as TorchScript, and time one operating point per recipe.
 # Settings: the `latency` block, `deploy.margin` and training.prototypes.

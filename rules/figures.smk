@@ -1,4 +1,4 @@
-# Stage 5b: the six figure families of one (dataset, backbone) (SPEC section 10).
+# Stage 5b: the six figure families of one (dataset, backbone) (docs/method.md#comparison).
 # plot_pareto is written out once; the other plot rules inherit its body and
 # change only their inputs, outputs, log, resources and the settings they read
 # (plot_pareto's hold the LR batch size, plot_ablation's the backbone it shows).

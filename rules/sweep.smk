@@ -1,5 +1,5 @@
 # Stage 4: calibration at every margin of the frontier grid and the cascade on test
-# (SPEC section 7, docs/calibration.md), once per calibration/test split (study.splits).
+# (docs/method.md#calibration, docs/calibration.md), once per calibration/test split (study.splits).
 # A recipe with branches_from sweeps another recipe's branch files; split k of a dataset
 # that retrains per split reads the files of its derived dataset `<key>-split<k>`.
 # The latency reduction (lr) is predicted from the measured segment times (measure_segments).

@@ -1,4 +1,4 @@
-# Stage 5a: the tables, the generated summary and the paper's claims (SPEC section 10,
+# Stage 5a: the tables, the generated summary and the paper's claims (docs/results.md,
 # docs/results.md). Tables, figures, the summary and the claims are report() outputs with
 # captions in reports/captions/.
 

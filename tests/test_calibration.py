@@ -1,4 +1,4 @@
-"""Calibration targets (SPEC section 7, docs/calibration.md): hand cases, brute-force
+"""Calibration targets (docs/method.md#calibration, docs/calibration.md): hand cases, brute-force
 references, cascade calibration, many margins at once."""
 
 import re
@@ -19,7 +19,7 @@ from calex_steps.errors import CalexError
 
 
 def brute_force_cpm(conf, pred, labels, ref, margin, num_classes):
-    """SPEC section 7 read literally: loops over classes and candidate thresholds."""
+    """CPM (docs/method.md#calibration) read literally: loops over classes and thresholds."""
     out = np.ones(num_classes)
     for i in range(num_classes):
         cand = [j for j in range(len(conf)) if pred[j] == i]

@@ -27,7 +27,7 @@ def test_library_edit_reruns_exactly_its_importers(tiny_run, tmp_path, module, i
     run = clone_run(tiny_run, tmp_path / "run")
     edit(run / "calex_steps" / module)
     jobs = scheduled(snakemake(run, "-n").stdout)
-    # the README's "What reruns when"; nothing upstream (no training, no sweep)
+    # docs/running.md, "What reruns when"; nothing upstream (no training, no sweep)
     assert set(jobs) - {"all"} == importers
 
 

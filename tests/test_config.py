@@ -113,10 +113,10 @@ def test_defaults_filled_and_recipe_resolution(full):
     assert resolve_recipe(config, "pteenet")["cls_epochs"] == 200
 
 
-def test_readme_config_reference_is_generated_from_the_schema():
-    readme = (ROOT / "README.md").read_text()
+def test_config_reference_is_generated_from_the_schema():
+    readme = (ROOT / "config" / "README.md").read_text()
     start, end = "<!-- config-reference:start -->\n", "<!-- config-reference:end -->"
-    assert start in readme and end in readme, "README lost its configuration reference markers"
+    assert start in readme and end in readme, "config/README.md lost its reference markers"
     table = readme.split(start)[1].split(end)[0]
     assert table == reference_markdown(), "regenerate it: python -m calex_steps.workflow.config"
 

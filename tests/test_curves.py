@@ -1,4 +1,4 @@
-"""Reading a measured curve at target FRs (SPEC section 10, SPEC 12 interpolate_at_fr)."""
+"""Reading a measured curve at target FRs (docs/method.md#comparison, interpolate_at_fr)."""
 
 from __future__ import annotations
 

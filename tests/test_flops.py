@@ -1,4 +1,4 @@
-"""Cost accounting: MAC counting, stage MACs (SPEC section 9 numbers), cascade cost and FR."""
+"""Cost accounting: MAC counting, stage MACs (docs/method.md#flops numbers), cascade cost and FR."""
 
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ def make(folders, out, settings=None, segments=()):
 
 
 def frontier_loss(folder, targets) -> np.ndarray:
-    """Loss in points read on one run's frontier.csv with the SPEC function."""
+    """Loss in points read on one run's frontier.csv with the public interpolate_at_fr."""
     table = pd.read_csv(folder / "frontier.csv")
     bb = float(table["backbone_accuracy"].iloc[0])
     return 100 * (bb - interpolate_at_fr(table["fr"], table["accuracy"], bb, targets))
@@ -42,7 +42,7 @@ def test_a_cell_past_the_reached_fr_is_marked_in_csv_markdown_and_latex(tmp_path
     assert csv.loc[("calexnet", 0.8), "status"] == "missing"
     assert np.isnan(csv.loc[("calexnet", 0.8), "mean"])
     assert csv.loc[("calexnet", 0.7), "reached"] == pytest.approx(0.62, abs=1e-4)
-    # The extrapolated value extends the last segment, as SPEC's interpolate_at_fr does.
+    # The extrapolated value extends the last segment, as the public interpolate_at_fr does.
     assert csv.loc[("calexnet", 0.7), "mean"] == pytest.approx(frontier_loss(folders[0], 0.7))
     md = (out / "loss_at_fr.md").read_text()
     row = next(line for line in md.splitlines() if line.startswith("| `calexnet` |"))

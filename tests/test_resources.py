@@ -1,5 +1,5 @@
 """The resource estimates: the rules ask what they say, the paper's study fits one GPU box,
-memory is bounded by the batch, and the README's table is the generated one."""
+memory is bounded by the batch, and the table in docs/running.md is the generated one."""
 
 from __future__ import annotations
 
@@ -20,15 +20,15 @@ from calex_steps.workflow.resource_table import LIMITS, load_study, markdown, wi
 START, END = "<!-- resources:start -->", "<!-- resources:end -->"
 
 
-def test_readme_holds_the_generated_table():
-    text = (ROOT / "README.md").read_text()
+def test_running_doc_holds_the_generated_table():
+    text = (ROOT / "docs" / "running.md").read_text()
     assert START in text and END in text, (
-        f"README.md lacks the markers {START} / {END}; put them around the resource table "
-        "and paste `python -m calex_steps.workflow.resources --markdown` between them"
+        f"docs/running.md lacks the markers {START} / {END}; put them around the resource "
+        "table and paste `python -m calex_steps.workflow.resources --markdown` between them"
     )
     between = text.split(START, 1)[1].split(END, 1)[0]
     assert between.strip() == markdown().strip(), (
-        "README's resource table is stale: regenerate it with "
+        "docs/running.md's resource table is stale: regenerate it with "
         "`python -m calex_steps.workflow.resources --markdown`"
     )
 

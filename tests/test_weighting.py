@@ -1,4 +1,4 @@
-"""Survivor weights and weighted sampling (SPEC section 6)."""
+"""Survivor weights and weighted sampling (docs/method.md#training)."""
 
 import numpy as np
 import pytest

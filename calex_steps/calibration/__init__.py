@@ -1,6 +1,6 @@
 """Calibration targets: how a branch's per-class thresholds are set (docs/calibration.md).
 
-``cpm`` is the paper's Class Precision Margin (SPEC section 7); ``matched`` compares
+``cpm`` is the paper's Class Precision Margin (docs/method.md#calibration); ``matched`` compares
 a branch with the backbone on the very samples it releases; ``agree`` needs no labels.
 Each target is a module here with the signature of ``cpm_thresholds``, registered in
 ``targets.TARGETS``; ``targets.calibrate_margins`` sets a whole cascade's thresholds at

@@ -1,4 +1,4 @@
-"""Class Precision Margin (CPM) thresholds (SPEC section 7), the paper's calibration target.
+"""Class Precision Margin (CPM) thresholds (docs/method.md#calibration): the paper's target.
 
 Branch l may release class i at threshold t when the share of exits(t) whose label is i
 exceeds (1 - m) times the backbone's precision on class i over the whole calibration set,
@@ -68,7 +68,7 @@ CPM = Target("cpm", True, _hits, _precision_above_reference)
 def cpm_thresholds(
     conf, pred, labels, ref_precision, margin: float, num_classes: int
 ) -> np.ndarray:
-    """CPM thresholds of one branch on one calibration set (SPEC section 7).
+    """CPM thresholds of one branch on one calibration set (docs/method.md#calibration).
 
     For class i the candidates are the samples predicted as i. For a threshold t,
     exits(t) are the candidates with R > t (strictly) and Prec_i(t) is the share

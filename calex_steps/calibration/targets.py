@@ -1,6 +1,6 @@
 """Calibration targets by name, and thresholds for a whole cascade at many margins at once.
 
-``cpm`` (SPEC section 7), ``matched`` and ``agree`` (docs/calibration.md) share the
+``cpm`` (docs/method.md#calibration), ``matched`` and ``agree`` (docs/calibration.md) share the
 candidates, ties and infeasibility rules of ``calibration.candidates``. ``full``
 calibration uses the whole calibration set for every branch; ``cascade`` calibration
 uses, for branch l+1, the samples branches 1..l did not release at the same margin.
@@ -116,7 +116,7 @@ def calibrate_cascade(
     num_classes: int,
     cascade_aware: bool,
 ) -> list[np.ndarray]:
-    """CPM thresholds for every branch of a cascade at one margin (SPEC section 12).
+    """CPM thresholds for every branch of a cascade at one margin (public API, docs/api.md).
 
     Args:
         confs: list over L branches of (N,) confidences at each branch's prediction.

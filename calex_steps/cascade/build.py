@@ -1,4 +1,4 @@
-"""Assembling the cascade module of one trained run from its files (SPEC section 11).
+"""Assembling the cascade module of one trained run from its files (docs/method.md#latency).
 
 ``build_cascade`` reads the backbone (and probe), the feature cache's
 attributes, the branch heads and one margin's thresholds, and returns a

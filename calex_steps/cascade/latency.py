@@ -1,4 +1,4 @@
-"""Timing a model on its device: batches, warm-up, synchronisation, GPU energy (SPEC section 11).
+"""Timing a model on its device: batches, warm-up, sync, GPU energy (docs/method.md#latency).
 
 At batch size B every timed call runs B consecutive test images (the test set
 cycles), uint8 in, preprocessing included, under ``torch.inference_mode``.

@@ -1,5 +1,5 @@
 """The trained cascade as one ``nn.Module`` that stops computing for a sample once it exits
-(SPEC section 11, docs/deploy.md).
+(docs/deploy.md).
 
 The frozen backbone is cut into L+1 sequential segments, the first L ending at
 the attach points, the last one running the remaining blocks, the average pool

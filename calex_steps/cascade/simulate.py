@@ -1,4 +1,4 @@
-"""The cascade simulator every evaluation shares (SPEC section 7), and its cost (section 9).
+"""The cascade simulator every evaluation shares and its cost (docs/method.md#calibration, #flops).
 
 A sample walks the branches in order; the first branch whose confidence R
 exceeds its threshold for the predicted class releases it with that
@@ -92,7 +92,7 @@ def mean_cost(exit_branch: np.ndarray, costs: Sequence[int]) -> float:
 
 
 def flops_reduction(exit_branch: np.ndarray, costs: Sequence[int], total_macs: int) -> float:
-    """FR = 1 - mean cost / ``total_macs`` (SPEC section 9)."""
+    """FR = 1 - mean cost / ``total_macs`` (docs/method.md#flops)."""
     return 1.0 - mean_cost(exit_branch, costs) / total_macs
 
 

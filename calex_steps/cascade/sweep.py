@@ -1,4 +1,4 @@
-"""The margin sweep: calibrate on the calibration part, run the cascade on test (SPEC section 7).
+"""The margin sweep: calibrate on one part, run the cascade on test (docs/method.md#calibration).
 
 The branches are trained once; each margin only recalibrates and re-evaluates. An exit
 rule (``ExitRule``) names the exit signal, per-class or global thresholds, the

@@ -3,7 +3,7 @@
 Per split ``{split}_pred`` (int64 N), ``{split}_conf`` (float32 N),
 ``{split}_logits`` and ``{split}_confs`` (float32 N×C), and ``meta``: a JSON
 string naming the recipe, seed, branch, feature cache and head MACs. Every
-stage after training reads these files, never the heads (SPEC section 6).
+stage after training reads these files, never the heads (docs/method.md#training).
 """
 
 from __future__ import annotations

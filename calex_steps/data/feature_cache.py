@@ -1,4 +1,4 @@
-"""The feature cache ``features.h5`` (SPEC section 4, docs/formats.md): what it stores, reading it.
+"""The feature cache ``features.h5`` (docs/formats.md): what it stores, reading it.
 
 Per split and attach point the cache holds the packed Gram matrix or the raw
 map, whichever is smaller (``use_gram``; the packed form is defined once, in

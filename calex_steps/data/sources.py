@@ -1,4 +1,4 @@
-"""Dataset sources: which exist, whether their files are there, and preparing one (SPEC section 2).
+"""Dataset sources: which exist, whether their files are there, preparing one (docs/method.md#data).
 
 ``check_source`` runs while the Snakefile is parsed, so this module and what
 it imports at the top stay free of torch.

@@ -1,4 +1,4 @@
-"""Seeded, stratified carving of the validation (calibration) split (SPEC sections 2 and 3)."""
+"""Seeded, stratified carving of the validation (calibration) split (docs/method.md#data)."""
 
 from __future__ import annotations
 

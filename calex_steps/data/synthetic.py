@@ -1,4 +1,4 @@
-"""The embedded synthetic data set: a hierarchical, deterministic learning problem (SPEC section 2).
+"""The embedded synthetic set: a hierarchical, deterministic learning problem (docs/method.md#data).
 
 Each coarse class owns a palette (background colour, shape colour, and a
 sinusoidal grating with its own orientation and frequency): a local cue that

@@ -1,4 +1,4 @@
-"""Backbones, checkpoint loading and feature taps (SPEC sections 3 and 12).
+"""Backbones, checkpoint loading and feature taps (docs/method.md#backbone).
 
 Three families are built by name through ``build_backbone``:
 

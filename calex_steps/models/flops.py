@@ -1,4 +1,4 @@
-"""Cost accounting: MACs counted on the model itself, and the cost of a cascade (SPEC section 9).
+"""Cost accounting: MACs counted on the model itself, the cost of a cascade (docs/method.md#flops).
 
 Only convolutions and linear layers count (BatchNorm, activations, additions
 and pooling are excluded). Counts are per sample: a batch of N inputs gives

@@ -1,4 +1,4 @@
-"""The packed Gram form of a feature map, defined once (SPEC section 4).
+"""The packed Gram form of a feature map, defined once (docs/method.md#feature-cache).
 
 The cache writer stores it and the prototype head reads it, so both must
 agree on the order (``numpy.triu_indices(d)``, row-major upper triangle) and

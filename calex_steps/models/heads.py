@@ -1,4 +1,4 @@
-"""Prototype branch heads (SPEC section 5) and their inference MACs (section 9).
+"""Prototype branch heads (docs/method.md#heads) and their inference MACs.
 
 A head sees a feature map X (d×H×W) only through the prototype responses
 M_k = mean_{u,v} (w_k · x_uv)² = w_kᵀ G w_k, G = mean_{u,v} x_uv x_uvᵀ, so it
@@ -122,7 +122,7 @@ class PrototypeHead(nn.Module):
 
 
 def head_macs(head: PrototypeHead, d: int, h: int, w: int) -> int:
-    """MACs of the head's inference path on one raw d×H×W map (SPEC section 9).
+    """MACs of the head's inference path on one raw d×H×W map (docs/method.md#flops).
 
     The 1×1 conv (K·d·H·W) and every linear layer are counted by
     :func:`calex_steps.flops.count_macs` on a 1-sample dummy map; the squaring

@@ -1,4 +1,4 @@
-"""Reading a measured curve between and just past its points (SPEC section 10)."""
+"""Reading a measured curve between and just past its points (docs/method.md#comparison)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Statistics behind the calibration and covariate-shift figures (SPEC section 10).
+"""Statistics behind the calibration and covariate-shift figures (docs/results.md#figures).
 
 Pure numpy: every function maps small arrays to numbers, so tests can check
 each one against a hand computation.

@@ -1,4 +1,4 @@
-"""Stage `cache_features`: one pass of the frozen backbone writes ``features.h5`` (SPEC section 4).
+"""Stage `cache_features`: one backbone pass writes ``features.h5`` (docs/method.md#feature-cache).
 
     python -m calex_steps.stages.cache_features --data results/D/prepared.h5 \
         --backbone results/D/B/backbone.pt [--probe results/D/B/probe.pt] \

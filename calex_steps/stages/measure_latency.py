@@ -1,5 +1,5 @@
 """Stage `measure_latency`: time one operating point of every recipe against the plain backbone
-(SPEC section 11, docs/deploy.md).
+(docs/method.md#latency, docs/deploy.md).
 
     python -m calex_steps.stages.measure_latency --prepared results/D/prepared.h5 \
         --plan '{"recipes": [{"recipe": "calexnet", "run": "results/D/B/calexnet/seed0",

@@ -1,4 +1,4 @@
-"""Stage `pretrain_backbone`: train the CIFAR backbone on the prepared data (SPEC section 3).
+"""Stage `pretrain_backbone`: train the backbone on the prepared data (docs/method.md#backbone).
 
     python -m calex_steps.stages.pretrain_backbone --data results/D/prepared.h5 \
         --backbone JSON --settings JSON --device auto --threads 2 --out results/D/B/backbone.pt

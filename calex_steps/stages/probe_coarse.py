@@ -4,7 +4,7 @@
         --backbone results/D/B/backbone.pt --settings JSON --device auto --out results/D/B/probe.pt
 
 The backbone pretrained on fine labels, or an imported checkpoint's head has
-other classes than the dataset (``new_head``); the probe (SPEC section 3) is
+other classes than the dataset (``new_head``); the probe (docs/method.md#backbone) is
 the classifier every later stage uses. Penultimate features are computed once,
 streaming the images batch by batch. The probe of an imported checkpoint that
 scores near chance on the validation split stops the run, as import_backbone does.

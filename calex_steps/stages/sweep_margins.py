@@ -12,7 +12,7 @@
         --out-exits exits.npz --out-per-class per_class_exits.csv
 
 The branches are trained once; each margin only recalibrates on the calibration part
-and re-runs the cascade on the test part (SPEC section 7, docs/calibration.md). With
+and re-runs the cascade on the test part (docs/method.md#calibration, docs/calibration.md). With
 ``redraw`` (the default for split k > 0) the held-out samples are re-drawn into those
 parts first (``cascade.sweep.repartition``). ``sweep.csv`` holds the paper's margins,
 ``frontier.csv`` every margin of the frontier grid. With ``--segments`` the tables

@@ -1,4 +1,4 @@
-"""Stage `train_branch`: train one early-exit branch of a sequential recipe (SPEC sections 5, 6, 8).
+"""Stage `train_branch`: train one branch of a sequential recipe (docs/method.md#training).
 
     python -m calex_steps.stages.train_branch --features results/D/B/features.h5 \
         --branch 2 --prev results/D/B/R/seed0/branch1.npz results/D/B/R/seed1/branch1.npz \

@@ -1,4 +1,4 @@
-"""Stage `ztw_ensemble`: fit Zero-Time-Waste's per-exit geometric ensemble (SPEC section 8).
+"""Stage `ztw_ensemble`: fit Zero-Time-Waste's per-exit geometric ensemble (docs/method.md#recipes).
 
     python -m calex_steps.stages.ztw_ensemble --features results/D/B/features.h5 --recipe ztw \
         --seed 0 --branches branch1.npz branch2.npz branch3.npz \

@@ -1,4 +1,4 @@
-"""Training one branch head on cached features: the sequential recipes (SPEC sections 5, 6, 8).
+"""Training one branch head on cached features: the sequential recipes (docs/method.md#training).
 
 Stage ``cls`` trains the prototypes, the optional MLP and the cls layer with
 Adam and a cosine schedule. Stage ``conf`` freezes all of that, computes the

@@ -1,4 +1,4 @@
-"""Training all L branch heads of a joint recipe in one optimisation (SPEC section 8).
+"""Training all L branch heads of a joint recipe in one optimisation (docs/method.md#recipes).
 
 Targets:
   - ``pteenet``: two stages, as the published training does. First the exit
@@ -112,7 +112,7 @@ def exit_cost_fractions(meta: dict, path) -> list[float]:
 
 
 def pteenet_exit_costs(meta: dict, path, head_macs: list[int]) -> ExitCostFractions:
-    """The cost chain with the heads counted, as the sweep's FR counts them (SPEC section 9):
+    """The cost chain with the heads counted, as the sweep's FR counts them (docs/method.md#flops):
     c_l = (stage_macs[attach_l] + Σ_{j<=l} head_j) / total, C_{L+1} = 1 + Σ_j head_j / total."""
     backbone = exit_cost_fractions(meta, path)
     if len(head_macs) != len(backbone):

@@ -1,4 +1,4 @@
-"""Losses of the jointly trained baselines (SPEC section 8): PTEEnet and BoostNet.
+"""Losses of the jointly trained baselines (docs/method.md#recipes): PTEEnet and BoostNet.
 
 Both take the L branches' outputs as lists (branch 1 first) and return one
 value per sample (``reduction="none"``) or the batch mean, like
@@ -67,7 +67,7 @@ def pteenet_loss(
     reduction: str = "mean",
     final_cost: float = 1.0,
 ) -> torch.Tensor:
-    """mean over l of [−log Ŷ_l[y*] + λ·C_l] (SPEC section 8, PTEEnet).
+    """mean over l of [−log Ŷ_l[y*] + λ·C_l] (docs/method.md#recipes, PTEEnet).
 
     Args:
         cls_logits, conf_logits: L tensors (N, C) each, one per branch.
@@ -132,7 +132,7 @@ def boostnet_loss(
     raw_weights: torch.Tensor,
     reduction: str = "mean",
 ) -> torch.Tensor:
-    """Σ_l g_l·CE(f_l + stopgrad(r·F_{l−1}), y*) (SPEC section 8, BoostNet).
+    """Σ_l g_l·CE(f_l + stopgrad(r·F_{l−1}), y*) (docs/method.md#recipes, BoostNet).
 
     Args:
         f: L tensors (N, C), the branches' own logits f_l.

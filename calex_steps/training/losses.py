@@ -1,4 +1,4 @@
-"""Branch training losses (SPEC section 6).
+"""Branch training losses (docs/method.md#training).
 
 Every loss takes ``reduction`` = ``"mean"`` (batch mean) or ``"none"``
 (one value per sample), so sample weights can be applied by the caller
@@ -67,7 +67,7 @@ def confidence_bce(
     target_pred: torch.Tensor,
     reduction: str = "mean",
 ) -> torch.Tensor:
-    """BCE of the confidence at the branch's own prediction (SPEC section 6).
+    """BCE of the confidence at the branch's own prediction (docs/method.md#training).
 
     Args:
         conf_logits: N×C pre-sigmoid confidences.

@@ -1,4 +1,4 @@
-"""One epoch of backbone pretraining: SGD with crop/flip augmentation (SPEC section 3).
+"""One epoch of backbone pretraining: SGD with crop/flip augmentation (docs/method.md#backbone).
 
 The training images are an HDF5 dataset (or a tensor) read one shuffling window
 at a time (``epoch_windows``), so memory is bounded by ``shuffle_buffer_mb``,

@@ -1,4 +1,4 @@
-"""A linear classifier fitted on frozen features: the coarse probe (SPEC section 3)."""
+"""A linear classifier fitted on frozen features: the coarse probe (docs/method.md#backbone)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Survivor weights and importance sampling for branch training (SPEC section 6)."""
+"""Survivor weights and importance sampling for branch training (docs/method.md#training)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Zero-Time-Waste's per-exit geometric ensemble (SPEC section 8), as pure torch functions.
+"""Zero-Time-Waste's per-exit geometric ensemble (docs/method.md#recipes), as pure torch functions.
 
 Exit l combines the log-softmax outputs of branches 1..l:
 ẑ_l = (1/l)·Σ_{j≤l} exp(a_{l,j})·log_softmax(z_j) + b_l, with a_{l,·} drawn from

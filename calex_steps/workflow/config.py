@@ -341,7 +341,7 @@ def _row_and_children(sub: dict, name: str, described: bool = True):
 
 
 def reference_markdown() -> str:
-    """The configuration reference table of the README, generated from the schema."""
+    """The configuration reference table of config/README.md, generated from the schema."""
     lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for key, kind, default, text in _rows(load_schema(), ""):
         lines.append(f"| `{key}` | {kind} | {default} | {text} |")

@@ -1,6 +1,6 @@
 """What each job asks the scheduler for, and what a study needs: memory, run time, disk.
 
-The rules call these for their ``resources:``; the README's resource table
+The rules call these for their ``resources:``; the resource table of docs/running.md
 (``python -m calex_steps.workflow.resources --markdown``, built in
 ``resource_table.py``) comes from the same functions. Pure arithmetic on the
 validated config: no torch, no file is opened.
@@ -200,7 +200,7 @@ def _epoch_min(cfg: dict, dataset: str, backbone: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m calex_steps.workflow.resources --markdown`` prints the README's table."""
+    """``python -m calex_steps.workflow.resources --markdown`` prints the docs/running.md table."""
     import argparse
 
     from calex_steps.workflow.resource_table import markdown

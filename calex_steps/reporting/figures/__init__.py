@@ -1,4 +1,4 @@
-"""The comparison figures (SPEC section 10), one module per figure family.
+"""The comparison figures (docs/results.md#figures), one module per figure family.
 
 Each family module holds a tidy-table builder (run data in, pandas out) and
 a plotting function (tidy frame in, matplotlib Figure out); ``style`` gives

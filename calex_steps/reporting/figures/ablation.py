@@ -1,4 +1,4 @@
-"""The 2×2 ablation (alignment × KD): accuracy loss at fixed FRs (SPEC section 10)."""
+"""The 2×2 ablation (alignment × KD): accuracy loss at fixed FRs (docs/results.md#figures)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Exit-conditional calibration: the ECE of the samples each branch releases (SPEC section 10)."""
+"""Exit-conditional calibration: ECE of the samples a branch releases (docs/results.md#figures)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ ECE_MARGINS = (0.05, 0.2, 0.4)
 
 
 def ece_table(runs: Sequence[dict], margins: Sequence[float]) -> pd.DataFrame:
-    """Exit-conditional ECE of every branch of every run at each margin (SPEC section 10).
+    """Exit-conditional ECE of every branch of every run at each margin.
 
     Only the samples that exited at branch l count; the bins span the
     branch's lowest threshold to 1.0; correctness is against ground truth.

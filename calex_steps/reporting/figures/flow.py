@@ -1,4 +1,4 @@
-"""Sample flow: per class, where its test samples leave the cascade (SPEC section 10)."""
+"""Sample flow: per class, where its test samples leave the cascade (docs/results.md#figures)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Pareto frontier: accuracy against FLOPs reduction, one curve per recipe (SPEC section 10)."""
+"""The Pareto frontier: accuracy against FR, one curve per recipe (docs/results.md#figures)."""
 
 from __future__ import annotations
 

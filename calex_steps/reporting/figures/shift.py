@@ -1,4 +1,4 @@
-"""Covariate shift: the class distribution of the samples reaching each exit (SPEC section 10)."""
+"""Covariate shift: the class mix of the samples reaching each exit (docs/results.md#figures)."""
 
 from __future__ import annotations
 
