@@ -137,7 +137,7 @@ def tensor_sha256(state: Mapping[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-REGENERATE = "delete it and rerun the rule that writes it (snakemake writes it again)"
+REGENERATE = "delete it and rerun the rule that writes it"
 
 
 def load_checkpoint(path) -> dict:
