@@ -130,8 +130,7 @@ def run_isolated(work: Callable[[], object], outputs: list[str | os.PathLike]) -
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
-    with os.fdopen(read_end, "rb") as pipe:
-        reported = pipe.read().decode(errors="replace")
+    reported = _read_report(read_end)
     code = os.waitstatus_to_exitcode(status)
     left = leftovers(outputs, pid)
     if code >= 0:
@@ -148,6 +147,18 @@ def run_isolated(work: Callable[[], object], outputs: list[str | os.PathLike]) -
         line = f"{crash} while writing {where} ({kept}); run it again"
     print(f"calex error: {line}", file=sys.stderr)
     return 1
+
+
+def _read_report(fd: int) -> str:
+    """What the child reported, without waiting: its DataLoader workers may still hold
+    the pipe open for a moment after it ended."""
+    os.set_blocking(fd, False)
+    try:
+        return os.read(fd, 8192).decode(errors="replace")
+    except BlockingIOError:
+        return ""
+    finally:
+        os.close(fd)
 
 
 def _terminated(signum, frame) -> None:
