@@ -19,6 +19,14 @@ from calex_steps.errors import CalexError
 from calex_steps.io import atomic_path
 
 
+def branch_files_bytes(samples: int, num_classes: int, head_values: int) -> int:
+    """About the bytes one branch's files take: ``branch{l}.npz`` (per sample an int64
+    prediction, a float32 confidence, float32 logits and confidences), ``branch{l}.pt``
+    and its scratch file (the head's float32 values; Adam's two moments in the scratch),
+    and a few kilobytes of archive structure for each."""
+    return samples * (8 + 4 + 8 * num_classes) + 16 * head_values + 3 * 16384
+
+
 def write_branch_outputs(path: str | os.PathLike, outputs: dict[str, dict], meta: dict) -> None:
     """Write ``{split}_{key}`` arrays plus the JSON ``meta`` string to an .npz, atomically."""
     arrays = {f"{sp}_{key}": value for sp, d in outputs.items() for key, value in d.items()}

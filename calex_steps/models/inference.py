@@ -189,3 +189,29 @@ def load_split(path, split: str, label_key: str,
     ``prepared.h5`` (its first ``rows`` samples when given), as CPU tensors."""
     images, labels = read_arrays(path, split, ("images", label_key), rows)
     return torch.from_numpy(images), torch.from_numpy(labels)
+
+
+def chance_ceiling(num_classes: int) -> float:
+    """The accuracy at or under which a classifier counts as near chance: twice chance,
+    2/C (for two classes, where that is every image, 75%)."""
+    return 0.75 if num_classes <= 2 else 2.0 / num_classes
+
+
+def refuse_near_chance(accuracy: float, num_classes: int, what: str, input_size: int,
+                       normalization: dict) -> None:  # fmt: skip
+    """Stop with one line when ``what`` (an imported checkpoint, or its probe) scores at
+    most ``chance_ceiling`` on the validation split, naming the usual causes and the values
+    in force; ``backbones.<key>.accept_near_chance`` lets the run go on."""
+    ceiling = chance_ceiling(num_classes)
+    if accuracy > ceiling:
+        return
+    mean = [round(v, 4) for v in normalization["mean"]]
+    std = [round(v, 4) for v in normalization["std"]]
+    raise CalexError(
+        f"{what} scores {accuracy:.1%} on the validation split, near chance ({num_classes} "
+        f"classes: at most {ceiling:.1%}); likely causes: the images are prepared at "
+        f"{input_size}×{input_size} but the checkpoint was trained at another size (set "
+        f"datasets.<key>.image_size), its normalization is not mean {mean} std {std} "
+        "(backbones.<key>.normalization), or the class folders are not in the order of its "
+        "outputs; fix the cause, or set backbones.<key>.accept_near_chance: true to go on"
+    )

@@ -43,7 +43,7 @@ from calex_steps.data.cache_format import (
 from calex_steps.data.feature_cache import FORMS, SPLITS, features_id, form_dataset
 from calex_steps.data.files import sha256_file
 from calex_steps.errors import CalexError
-from calex_steps.io import atomic_path
+from calex_steps.io import atomic_path, hdf5_output
 from calex_steps.models.checkpoints import load_classifier, load_frozen_backbone
 from calex_steps.models.flops import stage_macs
 from calex_steps.models.inference import cache_entries, extract_batch, forward_order
@@ -184,7 +184,7 @@ def run_cache_features(
             "compact": compact,
         }
         check_cache_fits(src, model, classifier, bb, attach, dev, compact, out)
-        with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
+        with atomic_path(out) as tmp, hdf5_output(tmp) as f:
             f.attrs.update(attrs)
             for split in SPLITS:
                 tic = time.perf_counter()
@@ -249,11 +249,12 @@ def main(argv=None) -> int:
 
     def run(a) -> None:
         probe = a.probe[0] if a.probe else None
-        settings = parse_json_arg(a.settings)
-        run_cache_features(a.data, a.backbone, probe, json.loads(a.attach), settings, a.device,
+        settings = parse_json_arg(a.settings, schema="cache")
+        attach = parse_json_arg(a.attach, "--attach", "$defs.cache_layout")
+        run_cache_features(a.data, a.backbone, probe, attach, settings, a.device,
                            a.out)  # fmt: skip
 
-    return stage_main(build_parser, run, argv)
+    return stage_main(build_parser, run, argv, hdf5_outputs=lambda a: [a.out])
 
 
 if __name__ == "__main__":

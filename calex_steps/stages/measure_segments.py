@@ -159,8 +159,9 @@ def main(argv=None) -> int:
     """Entry point: 0 on success, 1 on a CalexError (printed as one line)."""
 
     def run(a) -> None:
-        run_measure_segments(a.prepared, a.backbone, a.probe, a.features,
-                             parse_json_arg(a.settings), a.device, a.out)  # fmt: skip
+        settings = parse_json_arg(a.settings, schema=("latency", "training", "$defs.stage_inputs"))
+        run_measure_segments(a.prepared, a.backbone, a.probe, a.features, settings, a.device,
+                             a.out)  # fmt: skip
 
     return stage_main(build_parser, run, argv)
 

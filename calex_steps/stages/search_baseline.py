@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: 0 on success, 1 on a CalexError (printed as one line)."""
 
     def run(a) -> None:
-        settings = parse_json_arg(a.settings)
+        settings = parse_json_arg(a.settings, schema="recipes.*")
         exits = json.loads(a.exits) if a.exits else None
         run_search_baseline(a.features, settings, a.seed, a.device, a.out, recipe=a.recipe,
                             exits=exits)  # fmt: skip

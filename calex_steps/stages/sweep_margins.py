@@ -65,6 +65,8 @@ SETTINGS_KEYS = (
     "lr_batch_size",
     "latency_head",
 )
+SETTINGS = ("sweep", "recipes.*", "latency", "$defs.stage_inputs")
+"""Where the keys of --settings come from in the configuration schema (calex_steps/schema.py)."""
 CSV_FLOAT = "%.6f"  # fixed float format: the CSVs are byte-identical across reruns
 
 
@@ -184,7 +186,8 @@ def main(argv=None) -> int:
     """Entry point: 0 on success, 1 on a CalexError (printed as one line)."""
 
     def run(a) -> None:
-        run_sweep_margins(a.features, a.branches, parse_json_arg(a.settings), a.out_table,
+        settings = parse_json_arg(a.settings, schema=SETTINGS)
+        run_sweep_margins(a.features, a.branches, settings, a.out_table,
                           a.out_thresholds, a.out_exits, a.out_per_class, a.out_frontier,
                           a.segments)  # fmt: skip
 

@@ -30,7 +30,12 @@ from calex_steps.cli import (
     stage_main,
     stage_parser,
 )
-from calex_steps.data.branch_files import branch_meta, load_prev_outputs, write_branch_outputs
+from calex_steps.data.branch_files import (
+    branch_files_bytes,
+    branch_meta,
+    load_prev_outputs,
+    write_branch_outputs,
+)
 from calex_steps.data.feature_cache import (
     HEAD_FORMS,
     SPLITS,
@@ -42,6 +47,7 @@ from calex_steps.data.feature_cache import (
 )
 from calex_steps.data.files import sha256_file
 from calex_steps.errors import CalexError
+from calex_steps.io import require_space
 from calex_steps.models.checkpoints import save_head
 from calex_steps.models.heads import build_head, head_config, head_macs
 from calex_steps.training.branch import (
@@ -134,6 +140,10 @@ def run_train_branches(
             torch.manual_seed(seed * 1000 + branch)
             heads.append(build_head(config).to(device))
         fingerprint = fingerprints[0] if len(seeds) == 1 else fingerprints
+        samples = sum(len(datas[0][sp]["y"]) for sp in SPLITS)
+        values = sum(p.numel() for p in heads[0].parameters())
+        needed = branch_files_bytes(samples, config["num_classes"], values) * len(seeds)
+        require_space(out_outputs[0], needed, "the branch files")
         prevs = [d["train"]["prev"] for d in datas]
         fit_branches(heads, datas[0]["train"], prevs, cfg, plans, fingerprint, out_heads[0], log)
         return [
@@ -219,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
                              "the same number of earlier branch files for every seed")  # fmt: skip
         per_seed = len(a.prev) // len(a.seed)
         prev = [a.prev[i * per_seed : (i + 1) * per_seed] for i in range(len(a.seed))]
-        run_train_branches(a.features, a.branch, prev, parse_json_arg(a.settings), a.seed,
+        settings = parse_json_arg(a.settings, schema="recipes.*")
+        run_train_branches(a.features, a.branch, prev, settings, a.seed,
                            a.device, a.out_head, a.out_outputs, recipe=a.recipe,
                            memory_mb=a.memory_mb, exit_point=a.exit)  # fmt: skip
 

@@ -29,9 +29,10 @@ from calex_steps.cli import (
     stage_main,
     stage_parser,
 )
-from calex_steps.data.branch_files import branch_meta, write_branch_outputs
+from calex_steps.data.branch_files import branch_files_bytes, branch_meta, write_branch_outputs
 from calex_steps.data.feature_cache import SPLITS, cache_id, features_meta
 from calex_steps.errors import CalexError
+from calex_steps.io import require_space
 from calex_steps.models.checkpoints import save_head
 from calex_steps.models.heads import head_macs
 from calex_steps.training.joint import (
@@ -109,6 +110,13 @@ def _train_and_write(data, infos, model, cfg, costs, configs, device, out_heads,
         "head_configs": configs,
         "costs": dataclasses.asdict(costs),
     }
+    samples, num_classes = (
+        sum(len(data[sp]["y"]) for sp in SPLITS),
+        data["train"]["teacher"].shape[1],
+    )
+    needed = sum(branch_files_bytes(samples, num_classes, sum(p.numel() for p in head.parameters()))
+                 for head in model.heads)  # fmt: skip
+    require_space(out_outputs[0], needed, "the branch files")
     model = model.to(device)
     if cfg.target == "pteenet":
         log.info("pteenet: exit costs %s, end %.4f (heads counted)", costs.exits, costs.final)
@@ -167,8 +175,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def run(a) -> None:
         search = json.loads(Path(a.search[0]).read_text()) if a.search else None
-        run_train_joint(a.features, parse_json_arg(a.settings), a.seed, a.device, a.out_heads,
-                        a.out_outputs, recipe=a.recipe, search=search, memory_mb=a.memory_mb,
+        settings = parse_json_arg(a.settings, schema="recipes.*")
+        run_train_joint(a.features, settings, a.seed, a.device, a.out_heads, a.out_outputs,
+                        recipe=a.recipe, search=search, memory_mb=a.memory_mb,
                         exits=json.loads(a.exits) if a.exits else None)  # fmt: skip
 
     return stage_main(build_parser, run, argv)

@@ -7,14 +7,10 @@ from __future__ import annotations
 
 import copy
 import json
-from importlib import resources
 from typing import Any
 
-import jsonschema
-import yaml
-from jsonschema.exceptions import best_match
-
 from calex_steps.errors import CalexError
+from calex_steps.schema import first_error, load_schema
 from calex_steps.workflow.placement import resolve_config_exits
 
 HIERARCHICAL_SOURCES = ("cifar100_coarse", "synthetic")
@@ -36,52 +32,6 @@ SPLIT_DATASET = "{dataset}-split{split}"
 
 LR_BATCH_SIZE = 256
 """``latency.lr_batch_size`` when unset and measured."""
-
-
-def load_schema() -> dict:
-    """The JSON schema shipped with the package."""
-    text = resources.files("calex_steps").joinpath("schemas/config.schema.yaml").read_text()
-    return yaml.safe_load(text)
-
-
-def _key_path(path) -> str:
-    return ".".join(str(p) for p in path) or "<top level>"
-
-
-def _describe(error: jsonschema.ValidationError) -> str:
-    """Turn a jsonschema error into one line naming the key and what is allowed."""
-    if error.validator == "oneOf" and error.context:
-        error = best_match([error])  # the alternative of the value's own type, if any
-    where = _key_path(error.absolute_path)
-    schema = error.schema
-    if error.validator == "additionalProperties":
-        allowed = sorted(schema.get("properties", {}))
-        extra = sorted(set(error.instance) - set(allowed))
-        key = f"{where}.{extra[0]}" if error.absolute_path else extra[0]
-        return f"unknown configuration key '{key}'; allowed keys here: {', '.join(allowed)}"
-    if error.validator == "required":
-        return f"configuration key '{where}' is missing {error.message.split(' is ')[0]}"
-    if error.validator == "enum":
-        return f"configuration key '{where}' = {error.instance!r}; allowed: {schema['enum']}"
-    if error.validator == "type":
-        return f"configuration key '{where}' = {error.instance!r} must be of type {schema['type']}"
-    if error.validator in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
-        bound = {
-            "minimum": ">=",
-            "maximum": "<=",
-            "exclusiveMinimum": ">",
-            "exclusiveMaximum": "<",
-        }[error.validator]
-        limit = error.validator_value
-        return f"configuration key '{where}' = {error.instance!r} must be {bound} {limit}"
-    if error.validator == "pattern":
-        return f"configuration key '{where}' = {error.instance!r} must match {schema['pattern']!r}"
-    if error.validator == "oneOf":
-        kinds = " or ".join(branch.get("type", "?") for branch in error.validator_value)
-        return f"configuration key '{where}' = {error.instance!r} must be of type {kinds}"
-    if error.validator == "propertyNames":
-        return f"configuration key name under '{where}' is invalid: {error.message}"
-    return f"configuration key '{where}': {error.message}"
 
 
 def _fill_defaults(value: Any, schema: dict) -> None:
@@ -238,10 +188,9 @@ def validate_config(config: dict) -> dict:
     Raises ``CalexError`` with one line naming the offending key and what is allowed.
     """
     schema = load_schema()
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.path), str(e.path)))
-    if errors:
-        raise CalexError(_describe(errors[0]))
+    problem = first_error(schema, config)
+    if problem:
+        raise CalexError(problem)
     config = copy.deepcopy(config)
     for name, recipe in config["recipes"].items():
         _check_branch_source(name, recipe, config["recipes"])

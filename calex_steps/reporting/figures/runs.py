@@ -18,6 +18,8 @@ from calex_steps.reporting.runfiles import RERUN, parse_run_path
 
 RUN_ARRAYS = ("margins", "exit_branch", "final_pred", "labels")
 SETTINGS_KEYS = ("recipes", "margins", "exit_signals", "backbone", "lr_batch_size")
+SETTINGS = ("study", "sweep", "latency", "$defs.stage_inputs")
+"""Where those keys come from in the configuration schema (calex_steps/schema.py)."""
 
 
 def check_settings(settings: dict) -> dict:
@@ -219,7 +221,7 @@ def figure_stage(figure: str, doc: str | None, run, inputs: str, *extra: str, op
         def body(a) -> None:
             files = [getattr(a, inputs), *(getattr(a, name) for name in extra)]
             more = {name: getattr(a, name) for name in optional}
-            run(*files, parse_json_arg(a.settings), a.out_png, a.out_pdf, **more)
+            run(*files, parse_json_arg(a.settings, schema=SETTINGS), a.out_png, a.out_pdf, **more)
             logging.getLogger("calex").info("wrote %s and %s", a.out_png, a.out_pdf)
 
         return stage_main(build_parser, body, argv)
