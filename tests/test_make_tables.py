@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from report_fixtures import cascade_exits, frontier_table, run_files, write_run
 
+from calex_steps.cascade.sweep import ExitCosts, summary_table
 from calex_steps.errors import CalexError
 from calex_steps.reporting.bootstrap import (
     Design,
@@ -114,6 +115,50 @@ def test_image_resampling_gives_the_paired_standard_error(tmp_path):
     assert est["tight"].point[0, 0] == pytest.approx(100 * d.mean())
     expected = 100 * d.std() / np.sqrt(d.size)
     assert np.std(est["tight"].reps[:, 0, 0]) == pytest.approx(expected, rel=0.1)
+
+
+def spread_over_exits(folder, branches: int) -> None:
+    """Rewrite a one-branch run as a ``branches``-exit cascade: the images its branch
+    released leave at branch (image % branches), deeper branches costing more; the
+    frontier and paper-grid tables recomputed by the sweep's own summary."""
+    with np.load(folder / "exits.npz") as data:
+        exits = {k: data[k] for k in data.files}
+    released = exits["exit_branch"] == 0
+    spread = np.arange(exits["labels"].size) % branches
+    exits["exit_branch"] = np.where(released, spread[None], branches).astype(np.int8)
+    exits["costs"] = np.r_[np.linspace(0.05, 0.6, branches), 1.03]
+    exits["times_ms"] = np.full(branches + 1, np.nan)
+    np.savez(folder / "exits.npz", **exits)
+    table = summary_table(exits, ExitCosts(exits["costs"], 1.0))
+    table.to_csv(folder / "frontier.csv", index=False, float_format="%.6f")
+    paper = np.isclose(table["margin"].to_numpy()[:, None], [0.01, 0.05, 0.1, 0.2, 0.3, 0.4,
+                       0.6, 0.8]).any(axis=1)  # fmt: skip
+    table[paper].to_csv(folder / "sweep.csv", index=False, float_format="%.6f")
+
+
+def test_recipes_with_different_numbers_of_exits_share_the_tables(tmp_path):
+    # calexnet keeps one exit, noalign's runs have six: each run's FR comes from its own costs.
+    folders = [write_run(tmp_path / "results", r, seed=s) for r in SETTINGS["recipes"]
+               for s in (0, 1)]  # fmt: skip
+    for folder in folders[2:]:
+        spread_over_exits(folder, 6)
+    frame = pd.read_csv(folders[2] / "frontier.csv")
+    assert [c for c in frame.columns if c.startswith("exit_frac")] == [
+        *(f"exit_frac_{b}" for b in range(1, 7)),
+        "exit_frac_backbone",
+    ]
+    out = make(folders, tmp_path / "tables")
+    loss = out["loss_fr"].set_index(["recipe", "fr_target"])
+    for recipe, runs in (("calexnet", folders[:2]), ("noalign", folders[2:])):
+        expected = np.mean([frontier_loss(f, [0.4, 0.5]) for f in runs], axis=0)
+        np.testing.assert_allclose(loss.loc[recipe].loc[[0.4, 0.5], "mean"], expected, atol=1e-4)
+        reached = min(pd.read_csv(f / "frontier.csv")["fr"].max() for f in runs)
+        assert loss.loc[(recipe, 0.4), "reached"] == pytest.approx(reached, abs=1e-5)
+    # At the largest margin every image leaves a branch: the one-exit cascade pays 0.38 of
+    # the MACs per image, the six-exit one image i the cost of branch i % 6 (0.05 .. 0.6).
+    six = np.linspace(0.05, 0.6, 6)[np.arange(400) % 6]
+    assert loss.loc[("calexnet", 0.4), "reached"] == pytest.approx(0.62, abs=1e-5)
+    assert loss.loc[("noalign", 0.4), "reached"] == pytest.approx(1 - six.mean(), abs=1e-5)
 
 
 def test_seed_spread_widens_the_interval(tmp_path):

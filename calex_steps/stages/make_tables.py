@@ -100,7 +100,8 @@ def main(argv=None) -> int:
     """Entry point: 0 on success, 1 on a CalexError (printed as one line)."""
 
     def run(a) -> None:
-        run_make_tables(a.frontiers, a.sweeps, a.exits, parse_json_arg(a.settings), a.out_dir,
+        settings = parse_json_arg(a.settings, schema=("study", "latency", "report"))
+        run_make_tables(a.frontiers, a.sweeps, a.exits, settings, a.out_dir,
                         a.segments)  # fmt: skip
 
     return stage_main(build_parser, run, argv)

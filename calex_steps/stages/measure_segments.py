@@ -10,11 +10,11 @@
 The backbone is cut at the feature cache's attach points as the deployable cascade
 cuts it (``cascade.module.split_backbone``). At every batch size the first segment
 (preprocessing of uint8 images included), each later one, the tail (remaining blocks,
-pool, classifier), the plain backbone and a head of every kind at every attach point
-(``augmented``, ``basic``, ``basic+cascade``: untrained weights, timing does not
-depend on them) run on consecutive test images, scripted as the exported cascade runs
-them; each part is timed in interleaved rounds and the median kept
-(``cascade.latency.segment_costs``). ``segments.json`` (docs/formats.md) is what the
+pool, classifier), the plain backbone and a head of every kind the study uses at every
+attach point (``settings["heads"]``, e.g. ``augmented``, ``sdn``, ``basic+cascade``;
+untrained weights, timing does not depend on them) run on consecutive test images,
+scripted as the exported cascade runs them; each part is timed in interleaved rounds and
+the median kept (``cascade.latency.segment_costs``). ``segments.json`` (docs/formats.md) is what the
 sweeps predict their latency reduction from.
 """
 
@@ -27,8 +27,9 @@ from pathlib import Path
 import torch
 
 from calex_steps.cascade.artifact import script_cascade
+from calex_steps.cascade.exit_heads import inference_head
 from calex_steps.cascade.latency import segment_costs, timed_image_count
-from calex_steps.cascade.module import CascadeModel, ExitHead, split_backbone
+from calex_steps.cascade.module import CascadeModel, split_backbone
 from calex_steps.cli import (
     add_runtime_args,
     parse_json_arg,
@@ -36,17 +37,17 @@ from calex_steps.cli import (
     stage_main,
     stage_parser,
 )
-from calex_steps.data.feature_cache import feature_kinds, features_meta
+from calex_steps.data.feature_cache import HEAD_FORMS, features_meta, use_gram
 from calex_steps.data.files import save_text
 from calex_steps.errors import CalexError
 from calex_steps.models.checkpoints import load_classifier, load_frozen_backbone
-from calex_steps.models.heads import PrototypeHead
+from calex_steps.models.heads import build_head, head_config
 from calex_steps.models.inference import load_split
 
 log = logging.getLogger("calex")
 # timed apart, the segments should add up to the whole backbone; further off, say so
 SUM_TOLERANCE = 0.10
-HEAD_KINDS = ("augmented", "basic", "basic+cascade")
+HEAD_KINDS = ("augmented", "basic", "basic+cascade")  # timed when settings name no heads
 SETTINGS_KEYS = ("batch_sizes", "warmup", "timed", "prototypes")
 
 
@@ -64,18 +65,29 @@ def check_settings(settings: dict) -> None:
         )
 
 
-def exit_heads(kinds: list[str], shapes: list[torch.Size], num_classes: int,
-               prototypes: int, device: torch.device) -> dict[str, list[ExitHead]]:  # fmt: skip
-    """Untrained inference heads of every kind at every attach point (seeded)."""
+def stored_kind(kind: str, d: int, h: int, w: int) -> str:
+    """How the cache stores a head kind's input at a d×h×w point (as the sweep read it)."""
+    form = HEAD_FORMS[kind]
+    if form == "proto":
+        return "gram" if use_gram(d, h, w) else "map"
+    return form
+
+
+def exit_heads(names: list[str], shapes: list[torch.Size], num_classes: int,
+               prototypes: int, device: torch.device) -> dict[str, list]:  # fmt: skip
+    """Untrained inference heads of every named kind (``kind`` or ``kind+cascade``) at every
+    attach point (seeded)."""
     torch.manual_seed(0)
     heads = {}
-    for name in HEAD_KINDS:
+    for name in names:
         kind, _, cascade = name.partition("+")
         heads[name] = []
-        for b, (stored, shape) in enumerate(zip(kinds, shapes, strict=True)):
+        for b, shape in enumerate(shapes):
+            d, h, w = (int(v) for v in shape[1:])
             prev = num_classes if cascade and b > 0 else 0
-            head = PrototypeHead(int(shape[1]), num_classes, prototypes, kind, prev)
-            exit_head = ExitHead(head.eval().requires_grad_(False), stored == "gram")
+            head = build_head(head_config(kind, d, h, w, num_classes, prototypes, prev))
+            exit_head = inference_head(head.eval().requires_grad_(False),
+                                       stored_kind(kind, d, h, w), True)  # fmt: skip
             heads[name].append(exit_head.to(device))
     return heads
 
@@ -98,12 +110,12 @@ def run_measure_segments(prepared, backbone, probe, features, settings: dict, de
         for segment in segments:
             x = segment(x)
             shapes.append(x.shape)
-    heads = exit_heads(feature_kinds(features, len(attach)), shapes,
-                       classifier.out_features, int(settings["prototypes"]), dev)  # fmt: skip
+    kinds = list(settings.get("heads") or HEAD_KINDS)
+    heads = exit_heads(kinds, shapes, classifier.out_features, int(settings["prototypes"]), dev)
     # The parts run as the exported cascade runs them: scripted (TorchScript).
     thresholds = torch.ones(len(attach), classifier.out_features)
     names = [str(c) for c in range(classifier.out_features)]
-    cascade = CascadeModel(segments, heads["augmented"], tail, thresholds, norm["mean"],
+    cascade = CascadeModel(segments, heads[kinds[0]], tail, thresholds, norm["mean"],
                            norm["std"], names).eval().to(dev)  # fmt: skip
     scripted = script_cascade(cascade).to(dev)
     heads = {kind: [script_cascade(h) for h in hs] for kind, hs in heads.items()}
@@ -147,8 +159,9 @@ def main(argv=None) -> int:
     """Entry point: 0 on success, 1 on a CalexError (printed as one line)."""
 
     def run(a) -> None:
-        run_measure_segments(a.prepared, a.backbone, a.probe, a.features,
-                             parse_json_arg(a.settings), a.device, a.out)  # fmt: skip
+        settings = parse_json_arg(a.settings, schema=("latency", "training", "$defs.stage_inputs"))
+        run_measure_segments(a.prepared, a.backbone, a.probe, a.features, settings, a.device,
+                             a.out)  # fmt: skip
 
     return stage_main(build_parser, run, argv)
 
