@@ -21,6 +21,7 @@ import torch
 from calex_steps.data.prepared import write_prepared
 from calex_steps.data.synthetic import make_synthetic
 from calex_steps.models.backbones import build_backbone
+from calex_steps.models.checkpoints import save_checkpoint
 from calex_steps.models.inference import preprocess
 from calex_steps.stages.cache_features import run_cache_features
 
@@ -72,16 +73,10 @@ def main() -> None:
         }
         write_prepared(tmp / "prepared.h5", splits, attrs)
         model = build_backbone(args.arch, args.width, num_classes=8).eval()
-        torch.save(
-            {
-                "arch": args.arch,
-                "width": args.width,
-                "num_classes": 8,
-                "normalization": NORM,
-                "state_dict": model.state_dict(),
-            },
-            tmp / "backbone.pt",
-        )
+        save_checkpoint(
+            tmp / "backbone.pt", model, arch=args.arch, width=args.width, num_classes=8,
+            normalization=NORM,
+        )  # fmt: skip
         total = n + 2 * (n // 3)
         plain, cache = [], []
         for _ in range(args.repeats):  # interleaved, best of each: robust to a busy machine

@@ -24,6 +24,8 @@ import sys
 from collections.abc import Callable
 
 from calex_steps.errors import CalexError
+from calex_steps.isolation import can_isolate, run_isolated
+from calex_steps.schema import validate_settings
 
 
 def setup_logging() -> logging.Logger:
@@ -38,13 +40,21 @@ def setup_logging() -> logging.Logger:
     return logging.getLogger("calex")
 
 
-def parse_json_arg(text: str, flag: str = "--settings") -> dict:
-    """Parse a JSON-object argument (``--settings``), with a clear error on bad input."""
+def parse_json_arg(text: str, flag: str = "--settings", schema: str | tuple[str, ...] = ()):
+    """Parse a JSON argument (``--settings``), with a clear error on bad input.
+
+    Without ``schema`` it must be a JSON object. With it, the value is validated
+    against that part of the configuration schema (``calex_steps.schema``: e.g.
+    ``"probe"``, ``"recipes.*"``, or several parts), so a stage called by hand stops
+    on a wrong type or an unknown key with the schema's one line.
+    """
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise CalexError(f"{flag} is not valid JSON ({exc})") from exc
-    if not isinstance(value, dict):
+    if schema:
+        validate_settings(value, schema, flag)
+    elif not isinstance(value, dict):
         raise CalexError(f"{flag} must be a JSON object")
     return value
 
@@ -130,20 +140,30 @@ def stage_main(
     build_parser: Callable[[], argparse.ArgumentParser],
     body: Callable[[argparse.Namespace], object],
     argv: list[str] | None = None,
+    hdf5_outputs: Callable[[argparse.Namespace], list[str]] | None = None,
 ) -> int:
     """Parse ``argv``, log the command, apply ``--threads``, run ``body(args)``.
 
-    Returns 0 on success and 1 on a ``CalexError`` (printed as one line).
+    Returns 0 on success and 1 on a ``CalexError`` (printed as one line). A stage
+    that writes HDF5 files names them (``hdf5_outputs(args)``); run as a command
+    (``argv`` None), its body then runs in a child process (``calex_steps.isolation``),
+    so that running out of space while writing is one line whatever HDF5 does.
     """
 
-    def run(args_list: list[str] | None) -> None:
+    def parse(args_list: list[str] | None) -> argparse.Namespace:
         log = setup_logging()
         args = build_parser().parse_args(args_list)
         shown = sys.argv[1:] if args_list is None else args_list
         log.info("%s %s", build_parser().prog, shlex.join(str(a) for a in shown))
         keep_freed_memory()
+        return args
+
+    def work(args: argparse.Namespace) -> None:
         if getattr(args, "threads", 0):
             set_threads(args.threads)
         body(args)
 
-    return run_main(run, argv)
+    if argv is None and hdf5_outputs is not None and can_isolate():
+        args = parse(None)
+        return run_isolated(lambda: work(args), hdf5_outputs(args))
+    return run_main(lambda args_list: work(parse(args_list)), argv)

@@ -1,5 +1,5 @@
 """How files are written and opened, never what they hold: atomic replacement, a full disk
-as one line, HDF5 files opened with a clear error.
+as one line naming the file system, HDF5 files opened with a clear error.
 
 Nothing here can change a result, so the workflow does not rerun anything when
 this module is edited (``calex_steps.workflow.code_deps``); what decides the
@@ -11,10 +11,50 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import resource
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 from calex_steps.errors import CalexError
+
+MB = 1e6
+
+
+def existing_folder(path: str | os.PathLike) -> Path:
+    """The nearest folder of ``path`` that exists (the output's folder may not yet)."""
+    folder = Path(path).resolve().parent
+    while not folder.exists():
+        folder = folder.parent
+    return folder
+
+
+def mount_point(path: str | os.PathLike) -> Path:
+    """The mount point of the file system ``path`` is (or would be) written to."""
+    folder = existing_folder(path)
+    while not os.path.ismount(folder):
+        folder = folder.parent
+    return folder
+
+
+def describe_file_system(path: str | os.PathLike) -> str:
+    """``the file system mounted at M (S MB, F MB free)`` for the file system of ``path``."""
+    usage = shutil.disk_usage(existing_folder(path))
+    return (
+        f"the file system mounted at {mount_point(path)} "
+        f"({usage.total / MB:.1f} MB, {usage.free / MB:.1f} MB free)"
+    )
+
+
+def require_space(path: str | os.PathLike, needed: int, what: str) -> None:
+    """Refuse, before anything is written, an output of about ``needed`` bytes that the
+    file system of ``path`` cannot hold (one line naming it, the size and the free space)."""
+    if needed > free_bytes(path):
+        raise CalexError(
+            f"writing {what} ({path}) needs about {needed / MB:.1f} MB but "
+            f"{describe_file_system(path)} cannot hold it; nothing was written; free space "
+            "there or write the results elsewhere"
+        )
 
 
 @contextlib.contextmanager
@@ -22,8 +62,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
 
     On any exception the temporary file is removed and ``path`` is left
-    untouched, so an earlier valid result is never destroyed. A full disk
-    becomes a one-line ``CalexError`` that says so.
+    untouched, so an earlier valid result is never destroyed. A write that runs
+    out of space (a full file system, or the process's file size limit) becomes
+    a one-line ``CalexError`` naming the file system.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -32,24 +73,77 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         os.replace(tmp, final)
     except BaseException as exc:
+        problem = space_problem(exc, final)
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-        if is_disk_full(exc):
+        if problem:
             kept = "the earlier file is kept" if final.exists() else "nothing was written"
-            raise CalexError(
-                f"no space left on the device while writing {final} ({kept}); "
-                "free some space and run again"
-            ) from exc
+            fix = space_fix(problem)
+            raise CalexError(f"{problem} while writing {final} ({kept}); {fix}") from exc
         raise
 
 
-def is_disk_full(exc: BaseException | None) -> bool:
-    """Whether an exception (or one it wraps) is ENOSPC; h5py keeps errno in its OSError."""
+_ABANDONED: list = []
+"""HDF5 files whose write failed, kept referenced so that nothing closes them."""
+
+
+@contextlib.contextmanager
+def hdf5_output(tmp: str | os.PathLike):
+    """``h5py.File(tmp, "w")``, closed when the block ends, except after running out of space.
+
+    Closing a file whose write failed (a full disk) makes HDF5 flush it again, which
+    can crash the process; such a file is left open until the process ends, and
+    ``atomic_path`` deletes it at once. A stage that writes HDF5 runs in a child
+    process that ends right after the error (``calex_steps.isolation``).
+    """
+    import h5py
+
+    handle = h5py.File(tmp, "w")
+    try:
+        yield handle
+        handle.flush()  # the cached chunks and metadata: a full disk fails here, not in close
+    except BaseException as exc:
+        if space_problem(exc, tmp) is None:  # any other failure: the file closes as usual
+            with contextlib.suppress(Exception):
+                handle.close()
+        else:
+            _ABANDONED.append(handle)
+        raise
+    handle.close()
+
+
+ALMOST_FULL = 1 << 20
+"""Free bytes under which a failed write is blamed on the full file system (torch's
+archive writer does not say why a write failed)."""
+
+
+def space_problem(exc: BaseException | None, path: str | os.PathLike) -> str | None:
+    """What ran out when ``exc`` (or an exception it wraps) stopped a write to ``path``:
+    ``no space left on <file system> (size, free)``, the process's file size limit, or
+    None when the write failed for another reason."""
     while exc is not None:
-        if isinstance(exc, OSError) and (exc.errno == errno.ENOSPC or "No space left" in str(exc)):
-            return True
+        number, text = getattr(exc, "errno", None), str(exc)
+        if number == errno.ENOSPC or "No space left on device" in text or "errno = 28," in text:
+            return f"no space left on {describe_file_system(path)}"
+        if number == errno.EFBIG or "File too large" in text or "errno = 27," in text:
+            limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0] / MB
+            return f"the file size limit of this process (ulimit -f: {limit:.1f} MB) was reached"
+        if "file write failed" in text and free_bytes(path) < ALMOST_FULL:
+            return f"no space left on {describe_file_system(path)}"
         exc = exc.__cause__ or exc.__context__
-    return False
+    return None
+
+
+def space_fix(problem: str) -> str:
+    """How to get past a ``space_problem``."""
+    if problem.startswith("the file size limit"):
+        return "raise the limit (ulimit -f) and run again"
+    return "free some space there and run again"
+
+
+def free_bytes(path: str | os.PathLike) -> int:
+    """Free bytes on the file system ``path`` is (or would be) written to."""
+    return shutil.disk_usage(existing_folder(path)).free
 
 
 def open_h5(path: str | os.PathLike, rule: str):

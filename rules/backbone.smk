@@ -110,7 +110,7 @@ rule cache_features:
         runtime=120,
         disk_mb=lambda w: estimate.cache_disk_mb(CFG, w.dataset, w.backbone),
     params:
-        attach=lambda w: as_json(backbone_cfg(w)["attach_points"]),
+        attach=lambda w: as_json(cache_layout(CFG, w.backbone)),
         settings=as_json(CFG["cache"]),
         device=CFG["device"],
     shell:

@@ -3,12 +3,12 @@
 # then get their per-exit geometric ensemble here. A joint recipe with `search`
 # lists first picks its settings on the calibration split (search_baseline).
 #
-# A job writes one file per attach point, and a rule's outputs cannot depend on
-# a wildcard, so one rule is defined per distinct branch count among the
-# configured backbones (named train_joint / ztw_ensemble when there is one count).
+# A job writes one file per exit, and a rule's outputs cannot depend on a
+# wildcard, so one rule is defined per distinct exit count among the study's
+# recipes (named train_joint / ztw_ensemble when there is one count).
 
 
-BRANCH_COUNTS = sorted({num_branches(b) for b in CFG["backbones"]})
+BRANCH_COUNTS = sorted({num_branches(r) for r in EXIT_RECIPES})
 SEARCH_FILE = f"{RESULTS}/{{dataset}}/{{backbone}}/{{recipe}}/search.json"
 SEARCHED = [r for r, s in CFG["recipes"].items() if s.get("search")]
 
@@ -30,15 +30,16 @@ rule search_baseline:
     threads: 1
     resources:
         gpu=gpu,
-        mem_mb=lambda w: estimate.joint_mem_mb(CFG, w.dataset, w.backbone),
+        mem_mb=lambda w: estimate.joint_mem_mb(CFG, w.dataset, w.backbone, w.recipe),
         runtime=720,
     params:
         settings=lambda w: as_json(train_settings(w.recipe)),
+        exits=lambda w: as_json(recipe_exits(CFG, w.recipe, w.backbone)),
         seed=STUDY["seeds"][0],
         device=CFG["device"],
     shell:
         "python -m calex_steps.stages.search_baseline --features {input.features}"
-        " --recipe {wildcards.recipe} --settings {params.settings:q}"
+        " --recipe {wildcards.recipe} --settings {params.settings:q} --exits {params.exits:q}"
         " --seed {params.seed} --device {params.device} --threads {threads}"
         " --out {output} > {log} 2>&1"
 
@@ -61,8 +62,7 @@ for _count in BRANCH_COUNTS:
         benchmark:
             "benchmarks/train_joint/{dataset}/{backbone}/{recipe}/seed{seed}.tsv"
         wildcard_constraints:
-            recipe=recipes_with("schedule", "joint"),
-            backbone=backbones_with_branches(_count),
+            recipe=recipes_with("schedule", "joint", _count),
         retries: 2
         conda:
             "../envs/calex.yaml"
@@ -70,14 +70,15 @@ for _count in BRANCH_COUNTS:
         resources:
             gpu=gpu,
             mem_mb=lambda w, attempt: attempt
-            * estimate.joint_mem_mb(CFG, w.dataset, w.backbone),
+            * estimate.joint_mem_mb(CFG, w.dataset, w.backbone, w.recipe),
             runtime=240,
         params:
             settings=lambda w: as_json(train_settings(w.recipe)),
+            exits=lambda w: as_json(recipe_exits(CFG, w.recipe, w.backbone)),
             device=CFG["device"],
         shell:
             "python -m calex_steps.stages.train_joint --features {input.features}"
-            " --recipe {wildcards.recipe} --settings {params.settings:q}"
+            " --recipe {wildcards.recipe} --settings {params.settings:q} --exits {params.exits:q}"
             " --seed {wildcards.seed} --device {params.device} --threads {threads}"
             " --search {input.search} --out-heads {output.heads} --out-outputs {output.outputs} > {log} 2>&1"
 
@@ -95,8 +96,7 @@ for _count in BRANCH_COUNTS:
         benchmark:
             "benchmarks/ztw_ensemble/{dataset}/{backbone}/{recipe}/seed{seed}.tsv"
         wildcard_constraints:
-            recipe=recipes_with("exit_signal", "ztw_ensemble"),
-            backbone=backbones_with_branches(_count),
+            recipe=recipes_with("exit_signal", "ztw_ensemble", _count),
         conda:
             "../envs/calex.yaml"
         threads: 1

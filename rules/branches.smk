@@ -24,15 +24,17 @@ rule train_branch:
     resources:
         gpu=gpu,
         mem_mb=lambda w, attempt: attempt
-        * estimate.feature_mem_mb(CFG, w.dataset, w.backbone, int(w.branch)),
+        * estimate.feature_mem_mb(CFG, w.dataset, w.backbone, int(w.branch), w.recipe),
         runtime=120,
     params:
         settings=lambda w: as_json(train_settings(w.recipe)),
+        exit=lambda w: recipe_exits(CFG, w.recipe, w.backbone)[int(w.branch) - 1],
         seeds=" ".join(str(s) for s in STUDY["seeds"]),
         device=CFG["device"],
     shell:
         "python -m calex_steps.stages.train_branch --features {input.features}"
-        " --branch {wildcards.branch} --prev {input.prev} --backbone {input.backbone}"
+        " --branch {wildcards.branch} --exit {params.exit}"
+        " --prev {input.prev} --backbone {input.backbone}"
         " --recipe {wildcards.recipe}"
         " --settings {params.settings:q} --seed {params.seeds}"
         " --device {params.device} --threads {threads}"

@@ -16,6 +16,12 @@ from calex_steps.workflow.config import (
     resolve_recipe,
     validate_config,
 )
+from calex_steps.workflow.exits import (
+    cache_layout,
+    exit_recipes,
+    num_exits,
+    recipe_exits,
+)
 
 try:
     CFG = validate_config(config)
@@ -90,15 +96,19 @@ def backbone_model_cfg(wildcards):
     return {k: v for k, v in backbone_cfg(wildcards).items() if k != "attach_points"}
 
 
-def num_branches(backbone):
-    return len(CFG["backbones"][backbone]["attach_points"])
+EXIT_RECIPES = exit_recipes(CFG)  # the study's recipes and their sources
+
+
+def num_branches(recipe):
+    """How many exits (branch files) a recipe has (the same on every study backbone)."""
+    return num_exits(CFG, recipe)
 
 
 def train_settings(recipe):
     """What branch training reads: the sweep-only keys stay out of its params."""
     settings = resolve_recipe(CFG, recipe)
     for key in ("calibration", "exit_signal"):
-        settings.pop(key)
+        settings.pop(key, None)  # a global threshold calibrates nothing
     return settings
 
 
@@ -115,11 +125,12 @@ def backbones_with_checkpoint(given):
     )
 
 
-def backbones_with_branches(count):
-    """The backbones with ``count`` attach points."""
-    return alternation(b for b in CFG["backbones"] if num_branches(b) == count)
-
-
-def recipes_with(key, value):
-    """The recipes whose ``key`` is ``value`` (e.g. schedule joint, exit_signal ztw_ensemble)."""
-    return alternation(r for r, s in CFG["recipes"].items() if s[key] == value)
+def recipes_with(key, value, count=None):
+    """The recipes whose ``key`` is ``value`` (e.g. schedule joint, exit_signal ztw_ensemble),
+    and, with ``count``, that many exits."""
+    return alternation(
+        r
+        for r, s in CFG["recipes"].items()
+        if s[key] == value
+        and (count is None or (r in EXIT_RECIPES and num_branches(r) == count))
+    )

@@ -7,15 +7,17 @@ LATENCY_KEYS = ("batch_sizes", "warmup", "timed")
 
 
 def segment_settings():
-    """What measure_segments reads: how to time, and how many prototypes a head has."""
+    """What measure_segments reads: how to time, how many prototypes a head has, and the
+    head kinds of the study (each timed at every attach point of the cache)."""
     settings = {k: CFG["latency"][k] for k in LATENCY_KEYS}
-    return settings | {"prototypes": CFG["training"]["prototypes"]}
+    heads = sorted({head_kind(CFG, r) for r in STUDY["recipes"]})
+    return settings | {"prototypes": CFG["training"]["prototypes"], "heads": heads}
 
 
 def cascade_files(dataset, backbone, recipe, seed):
     """The heads a recipe's cascade runs (its branches_from recipe's) and, for ZTW's
     exit signal, the fitted ensembles beside them."""
-    count = num_branches(backbone)
+    count = num_branches(recipe)
     source = run_path(dataset, backbone, branch_recipe(CFG, recipe), seed)
     ztw = CFG["recipes"][recipe]["exit_signal"] == "ztw_ensemble"
     return {
@@ -39,6 +41,7 @@ def latency_plan(wildcards):
                 "branch_run": cascade_files(*where, recipe, seed)["run"],
                 "exit_signal": CFG["recipes"][recipe]["exit_signal"],
                 "head": head_kind(CFG, recipe),
+                "exits": num_branches(recipe),
             }
         )
     return plan

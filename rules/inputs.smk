@@ -42,7 +42,7 @@ def sweep_features(wildcards):
 
 def exit_signal_files(wildcards):
     """What the sweep thresholds: ZTW's ensemble files, else the branch files."""
-    count = num_branches(wildcards.backbone)
+    count = num_branches(wildcards.recipe)
     run = branch_run(wildcards, int(wildcards.split))
     return per_branch(run, signal_stem(wildcards.recipe), count)
 
@@ -93,12 +93,11 @@ SIGNAL_STEMS = ("branch", "ztw_ensemble")  # exit signals stored as per-branch f
 def signal_files(wildcards):
     """The per-branch exit-signal files of every run of a (dataset, backbone) whose
     recipe trains its own branches and exits on them (the calibration figure's runs)."""
-    count = num_branches(wildcards.backbone)
     files = []
     for recipe in own_branch_recipes(CFG, SIGNAL_STEMS):
         for seed in STUDY["seeds"]:
             run = run_path(wildcards.dataset, wildcards.backbone, recipe, seed)
-            files += per_branch(run, signal_stem(recipe), count)
+            files += per_branch(run, signal_stem(recipe), num_branches(recipe))
     return files
 
 
@@ -120,7 +119,7 @@ def exemplar_split(wildcards):
 
 def exemplar_signals(wildcards):
     """The exit-signal files of the exemplar run only."""
-    count = num_branches(wildcards.backbone)
+    count = num_branches(exemplar_recipe())
     return per_branch(exemplar_run(wildcards), signal_stem(exemplar_recipe()), count)
 
 

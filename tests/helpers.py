@@ -16,6 +16,25 @@ from calex_steps.stages.probe_coarse import run_probe_coarse
 from calex_steps.stages.sweep_margins import run_sweep_margins
 from calex_steps.stages.train_branch import run_train_branch
 
+
+class Payload:
+    """What a malicious pickle holds: unpickling it creates the file ``marker`` (through
+    ``open``, as any code a pickle may name would run). Tests assert the file never appears."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def plant_payload(path: Path, marker: Path, like: object = None) -> None:
+    """Write ``path`` as torch.save would write a calex file, with a payload inside: the
+    dict ``like`` (e.g. a real checkpoint) plus an entry whose loading runs code."""
+    content = dict(like) if isinstance(like, dict) else {"state_dict": {}}
+    torch.save({**content, "note": Payload(marker)}, path)
+
+
 # A narrow ResNet18 and pretraining settings small enough for unit tests.
 TINY_BACKBONE = {
     "arch": "resnet18",

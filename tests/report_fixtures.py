@@ -34,7 +34,10 @@ def cascade_exits(recipe, seed, split, n=400, reach=0.62, quality=0.9, latency=F
     return {"margins": margins, "exit_branch": exit_branch, "final_pred": final,
             "labels": labels, "backbone_pred": backbone_pred, "test_index": test_index,
             "costs": np.array([1.0 - reach, 1.0 + HEAD]), "total_macs": np.array(1.0),
-            "times_ms": times, "backbone_ms": np.array(1.0 if latency else np.nan)}  # fmt: skip
+            "times_ms": times, "backbone_ms": np.array(1.0 if latency else np.nan),
+            "pool_size": np.array(2 * n), "bootstrap_seed": np.array(0),
+            **{f"recal_{k}": np.empty((0, margins.size))
+               for k in ("accuracy", "fr", "lr")}}  # fmt: skip
 
 
 def frontier_table(exits: dict) -> pd.DataFrame:

@@ -95,7 +95,7 @@ def test_cache_that_does_not_fit_is_refused_before_writing(small_run, monkeypatc
     message = str(err.value)
     assert "\n" not in message and f"{needed / 1e9:.1f} GB" in message
     assert "raw maps at attach point(s) 2" in message and "cache.compact: float16" in message
-    assert "free space on" in message
+    assert "file system mounted at" in message and "free space there" in message
     assert out.read_bytes() == b"an earlier result"  # nothing destroyed
     assert not list(out.parent.glob("*.tmp-*"))
     # exactly enough room: the estimate is an upper bound of what gets written

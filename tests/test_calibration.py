@@ -268,6 +268,35 @@ def test_many_margins_at_once_equal_one_margin_at_a_time(target, cascade_aware):
                 keep &= ~(conf > want[pred])
 
 
+@pytest.mark.parametrize("target", ["cpm", "matched", "agree"])
+@pytest.mark.parametrize("cascade_aware", [False, True])
+def test_reweighted_sets_calibrate_as_the_resampled_sets_do(target, cascade_aware):
+    # A bootstrap resample counts a sample 0, 1, 2... times: calibrating with those counts
+    # as weights must give the thresholds of the resampled set itself (rows repeated),
+    # CPM's reference precision included, for several resamples at once.
+    rng = np.random.default_rng(5)
+    n, c = 300, 3
+    labels = rng.integers(0, c, n)
+    backbone = np.where(rng.random(n) < 0.8, labels, rng.integers(0, c, n))
+    preds = [np.where(rng.random(n) < acc, labels, rng.integers(0, c, n)) for acc in (0.5, 0.7)]
+    confs = [np.round(rng.random(n), 2) for _ in preds]
+    margins = [0.0, 0.05, 0.2, 0.6]
+    weights = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(3)])
+    kw = {"cascade_aware": cascade_aware}
+    got = calibrate_margins(confs, preds, margins, get_target(target), c, labels=labels,
+                            backbone_pred=backbone, weights=weights, **kw)  # fmt: skip
+    assert got.shape == (3, len(margins), 2, c)
+    for r, w in enumerate(weights):
+        rows = np.repeat(np.arange(n), w)
+        want = calibrate_margins([x[rows] for x in confs], [p[rows] for p in preds], margins,
+                                 get_target(target), c, labels=labels[rows],
+                                 backbone_pred=backbone[rows], **kw)  # fmt: skip
+        np.testing.assert_array_equal(got[r], want)
+    ref = reference_precision(backbone, labels, c, weights)
+    rows = np.repeat(np.arange(n), weights[1])
+    np.testing.assert_allclose(ref[1], reference_precision(backbone[rows], labels[rows], c))
+
+
 def test_top_of_the_signal_range_is_the_never_exit_candidate():
     # A patience-like signal in 1..3: the top is 3, not 1.
     conf = np.array([3.0, 3.0, 2.0, 1.0])

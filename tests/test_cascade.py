@@ -95,6 +95,16 @@ def test_segment_times_by_exit_position():
     np.testing.assert_allclose(times, [1.01, 3.03, 6.06, 10.06])
 
 
+def test_segment_times_of_exits_at_some_of_the_measured_points():
+    """Exits at layer1 and layer3 only: the sample leaving at layer3 pays segments 1-3 but
+    only the two heads it passed; one reaching the end pays every segment, the tail and
+    both heads."""
+    times, _ = segment_times(SEGMENTS, ["layer1", "layer3"], 256, "augmented")
+    np.testing.assert_allclose(times, [1.0 + 0.1, 6.0 + 0.1 + 0.3, 10.0 + 0.4])
+    times, _ = segment_times(SEGMENTS, ["layer2"], 256, "basic")
+    np.testing.assert_allclose(times, [3.02, 10.02])
+
+
 @pytest.mark.parametrize(
     ("points", "batch", "head", "message"),
     [

@@ -80,7 +80,7 @@ def test_misspelt_key_is_named(full):
         (
             ("recipes", "noalign", "target"),
             "mse",
-            "allowed: ['argmax_ce', 'kd', 'pteenet', 'boostnet']",
+            "allowed: ['argmax_ce', 'kd', 'labels', 'pteenet', 'boostnet']",
         ),
         (("device",), "gpu", "device' = 'gpu' must match"),
         (("training", "lr"), 0, "training.lr' = 0 must be > 0"),
@@ -222,3 +222,70 @@ def test_onnx_recipes_must_be_study_recipes(full):
     full["deploy"]["onnx_recipes"] = [full["study"]["recipes"][0], "nope"]
     with pytest.raises(CalexError, match=r"deploy.onnx_recipes names \['nope'\]"):
         validate_config(full)
+
+
+# ---- exits: block names or placement rules, resolved once (docs/exits.md) --------------
+
+SDN_R56 = ["layer1.3", "layer1.7", "layer2.2", "layer2.6", "layer3.1", "layer3.5"]
+
+
+def test_exits_resolve_to_block_names_per_recipe_and_backbone():
+    cfg = merged("workflow_config.yaml", "config/cifar10_resnet56.yaml")
+    cfg["backbones"]["resnet56"]["attach_points"] = ["layer3.4", "layer1.8", "layer2"]
+    cfg["recipes"]["noalign"]["exits"] = {"placement": "sdn"}
+    cfg["recipes"]["calexnet"]["exits"] = {"placement": "pteenet_golden", "count": 4}
+    config = validate_config(cfg)
+    # names are checked and put in forward order; layer1.8 is layer1's last block
+    assert config["backbones"]["resnet56"]["attach_points"] == ["layer1", "layer2", "layer3.4"]
+    exits = config["recipe_exits"]
+    assert exits["noalign"] == {"resnet56": SDN_R56}
+    assert exits["msp_global"] == {"resnet56": SDN_R56}  # branches_from noalign
+    assert exits["calexnet"]["resnet56"] == ["layer1.3", "layer1.6", "layer2.1", "layer2.7"]
+    assert exits["kd_only"]["resnet56"] == ["layer1", "layer2", "layer3.4"]  # the default
+    assert set(exits) == set(cfg["study"]["recipes"])
+
+
+def test_a_backbone_rule_resolves_on_each_of_its_backbones(full):
+    full["backbones"]["resnet50"]["attach_points"] = {"placement": "macs", "fractions": [0.5]}
+    full["recipes"]["ztw"]["exits"] = {"placement": "pteenet_linear", "count": 1}
+    config = validate_config(full)
+    assert config["backbones"]["resnet50"]["attach_points"] == ["layer3.0"]  # 52.2 % of the MACs
+    assert config["recipe_exits"]["ztw"] == {"resnet18": ["layer2"], "resnet50": ["layer3.0"]}
+    assert config["recipe_exits"]["calexnet"]["resnet18"] == ["layer1", "layer2", "layer3"]
+
+
+@pytest.mark.parametrize(
+    ("where", "spec", "expected"),
+    [
+        ("backbones", {"placement": "sdnn"}, "attach_points.placement' = 'sdnn'; allowed: ["),
+        ("backbones", "sdn", "attach_points' = 'sdn' must be of type array or object"),
+        ("backbones", ["layer5"], "names 'layer5', which is not a block of resnet18"),
+        ("recipes", {"placement": "macs", "fractions": [0.3, 1.2]}, "exits.fractions.1' = 1.2"),
+        ("recipes", {"placement": "macs", "fractions": [0.14, 0.16]},
+         "recipes.noalign.exits: placement macs 0.14,0.16 puts fractions 0.14 and 0.16 both at"),
+        ("recipes", {"placement": "sdn", "count": 6}, "placement sdn takes no other key"),
+    ],
+)  # fmt: skip
+def test_bad_exit_specifications_are_named(full, where, spec, expected):
+    if where == "backbones":
+        full["backbones"]["resnet18"]["attach_points"] = spec
+    else:
+        full["recipes"]["noalign"]["exits"] = spec
+    with pytest.raises(CalexError) as err:
+        validate_config(full)
+    assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+def test_exits_belong_to_the_recipe_that_trains_and_torchvision_lists_them_by_hand(full):
+    full["recipes"]["msp"] = {"branches_from": "noalign", "thresholds": "global",
+                              "exits": ["layer1"]}  # fmt: skip
+    with pytest.raises(CalexError, match=r"trains nothing \(branches_from: noalign\); remove"):
+        validate_config(full)
+    del full["recipes"]["msp"]
+    full["backbones"]["resnet50"] = {"arch": "torchvision:resnet50", "new_head": True,
+                                     "attach_points": {"placement": "sdn"}}  # fmt: skip
+    with pytest.raises(CalexError) as err:
+        validate_config(full)
+    msg = str(err.value)
+    assert msg.startswith("backbones.resnet50.attach_points: a placement rule needs MACs")
+    assert "--list-attach-points torchvision:resnet50 --placement sdn" in msg

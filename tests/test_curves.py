@@ -89,17 +89,24 @@ def test_many_curves_at_once_read_as_one_curve_at_a_time():
     np.testing.assert_allclose(high, x.max(axis=0))
 
 
-def test_largest_x_within_a_budget_by_hand():
+def test_largest_x_within_a_budget_is_the_first_crossing_by_hand():
     # Loss rises 0 -> 2 over x 0..0.4, dips to 0.8 at 0.5, rises to 3 at 0.6.
     x = np.array([[0.0], [0.4], [0.5], [0.6]])
     loss = np.array([[0.0], [2.0], [0.8], [3.0]])
     mx, my, count = merge_columns(x, loss)
     got = [largest_x_within(mx, my, count, level)[0] for level in (0.5, 1.0, 5.0)]
-    # 0.5: crossed on the first segment at 0.1; 1.0: after the dip, 0.5 + 0.2/2.2 · 0.1;
-    # 5.0: still within at the end, the last segment reaches 5 at 0.6 + 2/2.2 · 0.1.
-    np.testing.assert_allclose(got, [0.1, 0.5 + 0.1 * 0.2 / 2.2, 0.6 + 0.1 * 2 / 2.2])
+    # 0.5 and 1.0: crossed on the first segment, at 0.1 and 0.2 (the dip under 1.0 at
+    # 0.5 does not count); 5.0: still within at the end, the last segment reaches 5 at
+    # 0.6 + 2/2.2 · 0.1.
+    np.testing.assert_allclose(got, [0.1, 0.2, 0.6 + 0.1 * 2 / 2.2])
     flat = merge_columns(np.array([[0.0], [0.3]]), np.array([[0.0], [-1.0]]))
     assert np.isinf(largest_x_within(*flat, 1.0)[0])  # never rises: no crossing
+    # A point at negative x (a cascade dearer than the backbone) is not where the curve
+    # starts: above the budget there, the reading still starts at the anchor.
+    early = merge_columns(np.array([[-0.1], [0.0], [0.2]]), np.array([[3.0], [0.0], [2.0]]))
+    np.testing.assert_allclose(largest_x_within(*early, 1.0), [0.1])
+    above = merge_columns(np.array([[0.0], [0.2]]), np.array([[1.5], [2.0]]))
+    assert np.isnan(largest_x_within(*above, 1.0)[0])  # over the budget from the start
 
 
 def test_reading_status_inside_within_tolerance_and_beyond():

@@ -1,4 +1,4 @@
-"""Prototype heads: Gram and map paths agree, shapes, cascade input, MACs."""
+"""Branch heads: Gram and map paths agree, shapes, cascade input, MACs of every kind."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from calex_steps.models.gram import pack_gram, unpack_gram
-from calex_steps.models.heads import PrototypeHead, head_macs
+from calex_steps.models.heads import PrototypeHead, head_macs, new_head
 
 
 def test_pack_gram_order_and_unpack_roundtrip():
@@ -100,3 +100,22 @@ def test_head_macs_matches_hand_formula(kind, cascade, extra):
     conv, square, out_layers = k * d * h * w, k * h * w, 2 * k * n
     assert head_macs(head, d, h, w) == conv + square + out_layers + extra
     assert head.training  # the helper restores the mode
+
+
+@pytest.mark.parametrize(
+    ("kind", "h", "cascade", "expected"),
+    [
+        # d=8 channels, N=5 classes; cls and conf are two Linear(R, 5)
+        ("sdn", 6, 0, 2 * (8 * 4 * 4) * 5),  # pooled to 4×4: only the linear layers
+        ("sdn", 3, 5, 2 * (8 * 3 * 3 + 5) * 5),  # a 3×3 map stays 3×3
+        ("pteenet_conv2", 6, 0, 2 * (8 * 8 * 9 * 6 * 6) + 2 * 8 * 5),
+        # stride 2, padding 1: 6×6 -> 3×3 -> 2×2, 128 channels each
+        ("msdnet", 6, 0, 128 * 8 * 9 * 3 * 3 + 128 * 128 * 9 * 2 * 2 + 2 * 128 * 5),
+        ("ztw_cascading", 6, 5, 8 * 8 * 9 * 6 * 6 + 2 * (8 * 4 * 4 + 5) * 5),
+    ],
+)
+def test_head_macs_of_the_literature_heads_by_hand(kind, h, cascade, expected):
+    head = new_head(kind, d=8, h=h, w=h, num_classes=5, cascade_input_dim=cascade)
+    head.train()
+    assert head_macs(head, 8, h, h) == expected
+    assert head.training

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import h5py
@@ -171,3 +172,26 @@ def test_real_cifar10_jpegs_as_a_folder_upscaled_to_64(tmp_path):
         diff = np.abs(test["images"][row].astype(np.float32) - np.asarray(ref, np.float32))
         assert diff.mean() < 1.0
         assert test["labels"][row] == (0 if index < 20 else 1)
+
+
+def test_image_size_defaults_to_the_images_own_size(tmp_path, capsys):
+    """A folder of 48×40 images is stored at 40×40 (its shorter side, centre-cropped) with no
+    image_size set; a folder of several sizes asks for image_size, listing what it found."""
+    same = write_folder(tmp_path / "same", {"train": 4, "test": 2}, sizes=(40,))
+    for path in same.rglob("*.*"):  # make every image 48 wide, 40 high
+        with Image.open(path) as im:
+            im.convert("RGB").resize((48, 40)).save(path)
+    cfg = {"source": "image_folder", "root": str(same), "val_from": "train", "val_size": 3}
+    run_prepare_dataset("same", cfg, tmp_path / "same.h5")
+    with h5py.File(tmp_path / "same.h5") as f:
+        assert f["test/images"].shape == (6, 40, 40, 3)
+        assert f["train/images"].shape == (9, 40, 40, 3)
+    mixed = write_folder(tmp_path / "mixed", {"train": 4, "test": 2}, sizes=(64, 96, 64))
+    argv = ["--dataset", "mixed", "--settings", json.dumps(dict(cfg, root=str(mixed))),
+            "--out", str(tmp_path / "mixed.h5")]  # fmt: skip
+    assert main(argv) == 1
+    lines = [s for s in capsys.readouterr().err.splitlines() if s.startswith("calex error:")]
+    assert len(lines) == 1
+    assert "have 2 sizes: 64×64 (12 images), 96×96 (6 images)" in lines[0]
+    assert "set datasets.<key>.image_size" in lines[0]
+    assert not (tmp_path / "mixed.h5").exists()

@@ -18,7 +18,11 @@ from calex_steps.reporting.latency import (
     crossover_table,
     operating_point,
 )
-from calex_steps.stages.measure_latency import TABLE_COLUMNS, run_measure_latency
+from calex_steps.stages.measure_latency import (
+    TABLE_COLUMNS,
+    predicted_speedup,
+    run_measure_latency,
+)
 from calex_steps.stages.measure_segments import run_measure_segments
 
 
@@ -90,3 +94,22 @@ def test_crossover_from_a_hand_made_table():
     cross = crossover_table(pd.DataFrame(rows)).set_index("baseline")["crossover_batch_size"]
     assert cross["noalign"] == 8 and cross["kd_only"] == MISSING
     assert crossover_table(pd.DataFrame(rows), "absent").empty
+
+
+def test_predicted_speedup_from_a_hand_made_segments_file():
+    # Two attach points: segments of 1.0 and 2.0 ms, a tail of 1.0 ms, augmented heads of
+    # 0.1 and 0.2 ms; the plain backbone takes 4.0 ms. An image leaving at the first branch
+    # pays 1.0 + 0.1, at the second 3.0 + 0.3, going through 4.0 + 0.3 ms.
+    segments = {"attach_points": ["layer1", "layer2"], "per_batch": {"256": {
+        "segments_ms": [1.0, 2.0], "tail_ms": 1.0, "backbone_ms": 4.0,
+        "heads_ms": {"augmented": [0.1, 0.2], "basic": [0.05, 0.05]}}}}  # fmt: skip
+    fracs = np.array([0.5, 0.25, 0.25])
+    cascade = 0.5 * 1.1 + 0.25 * 3.3 + 0.25 * 4.3  # 2.45 ms per image
+    got = predicted_speedup(segments, fracs, ["layer1", "layer2"], 256, "augmented")
+    assert got == pytest.approx(4.0 / cascade)  # backbone time over cascade time: 1.63
+    basic = 0.5 * 1.05 + 0.25 * 3.1 + 0.25 * 4.1
+    assert predicted_speedup(segments, fracs, ["layer1", "layer2"], 256, "basic") == (
+        pytest.approx(4.0 / basic)
+    )
+    assert np.isnan(predicted_speedup(segments, fracs, ["layer1", "layer2"], 32, "augmented"))
+    assert np.isnan(predicted_speedup(None, fracs, ["layer1", "layer2"], 256, "augmented"))

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import struct
+import zipfile
+
 import numpy as np
 import pytest
+import torch
+from helpers import Payload
 from PIL import Image
 
 from calex_steps import predict
@@ -53,11 +58,67 @@ def test_missing_image(artifact, tmp_path, capsys):
     assert "nope.png does not exist" in _error_line(capsys)
 
 
-def test_not_an_image(artifact, tmp_path, capsys):
+def test_unreadable_image_is_skipped_with_one_warning(artifact, tmp_path, capsys):
     text = tmp_path / "notes.png"
     text.write_text("hello")
-    assert predict.main(["--model", str(artifact), str(text)]) == 1
-    assert "notes.png is not a readable image" in _error_line(capsys)
+    good = tmp_path / "good.png"
+    Image.new("RGB", (32, 32), color=(200, 10, 10)).save(good)
+    assert predict.main(["--model", str(artifact), str(text), str(good)]) == 2
+    captured = capsys.readouterr()
+    assert [line.split("\t")[0] for line in captured.out.splitlines()] == [str(good)]
+    warnings = [s for s in captured.err.splitlines() if "notes.png" in s]
+    assert len(warnings) == 1 and "cannot be read" in warnings[0] and "skipped" in warnings[0]
+    assert "calex error" not in captured.err
+
+
+def test_folder_glob_batches_and_csv(artifact, tmp_path, capsys):
+    """A folder is searched recursively (images only, hidden ones skipped, sorted), a
+    glob pattern expands, batches of 2 give the same answers as one batch, --out writes
+    CSV, and an unreadable image is named once while the rest are classified (exit 2)."""
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    (folder / ".hidden").mkdir()
+    colours = {"b.png": (250, 0, 0), "a.jpg": (0, 250, 0), "sub/c.png": (0, 0, 250)}
+    for name, colour in colours.items():
+        Image.new("RGB", (48, 40), color=colour).save(folder / name)
+    Image.new("RGB", (32, 32)).save(folder / ".hidden" / "x.png")
+    Image.new("RGB", (32, 32)).save(folder / ".dot.png")
+    (folder / "notes.txt").write_text("not an image, not a picture suffix")
+    (folder / "sub" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    expected = [folder / "a.jpg", folder / "b.png", folder / "sub" / "broken.png",
+                folder / "sub" / "c.png"]  # fmt: skip
+    assert predict.expand_inputs([str(folder)]) == expected
+    assert predict.expand_inputs([str(folder / "**" / "*.png")]) == [expected[i] for i in (1, 2, 3)]
+
+    assert predict.main(["--model", str(artifact), str(folder)]) == 2
+    captured = capsys.readouterr()
+    whole = captured.out.splitlines()
+    assert [line.split("\t")[0] for line in whole] == [str(expected[i]) for i in (0, 1, 3)]
+    assert [s for s in captured.err.splitlines() if "broken.png" in s][0].startswith(
+        "calex warning: image"
+    )
+    out = tmp_path / "pred.csv"
+    argv = ["--model", str(artifact), "--batch-size", "2", "--out", str(out), str(folder)]
+    assert predict.main(argv) == 2
+    assert capsys.readouterr().out == ""
+    rows = out.read_text().splitlines()
+    assert rows[0] == "path,class,exit,confidence"
+    assert [r.replace(",", "\t") for r in rows[1:]] == whole
+
+
+def test_names_that_match_nothing_stop_with_one_line(artifact, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert predict.main(["--model", str(artifact), str(tmp_path / "empty")]) == 1
+    assert "holds no images" in _error_line(capsys)
+    assert predict.main(["--model", str(artifact), str(tmp_path / "*.png")]) == 1
+    assert "matches no images" in _error_line(capsys)
+
+
+def test_help_names_the_artifacts_input_size(capsys):
+    with pytest.raises(SystemExit):
+        predict.main(["--help"])
+    text = capsys.readouterr().out
+    assert "32×32" not in text and "input size" in text
 
 
 def test_corrupt_artifact(tmp_path, capsys):
@@ -91,3 +152,46 @@ def test_onnx_runtime_errors_are_one_line(artifact, tmp_path, capsys):
     Image.new("RGB", (32, 32)).save(image)
     assert predict.main(["--runtime", "onnx", "--model", str(artifact), str(image)]) == 1
     assert "is not a loadable ONNX model" in _error_line(capsys)
+
+
+def _data_offset(path, info) -> int:
+    """Where an entry's bytes start in the file (after its local header)."""
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        header = f.read(30)
+    name_len, extra_len = struct.unpack("<HH", header[26:30])
+    return info.header_offset + 30 + name_len + extra_len
+
+
+def test_a_flipped_byte_in_any_tensor_is_refused(artifact, tmp_path, capsys):
+    """Every tensor of the archive, one byte flipped at a seeded position: predict stops
+    with one line before running anything; the intact file loads with torch.jit.load alone."""
+    image = tmp_path / "a.png"
+    Image.new("RGB", (32, 32)).save(image)
+    with zipfile.ZipFile(artifact) as archive:
+        tensors = [i for i in archive.infolist() if "/data/" in i.filename and i.file_size]
+    assert len(tensors) > 10
+    original = artifact.read_bytes()
+    rng = np.random.default_rng(0)
+    for info in tensors:
+        at = _data_offset(artifact, info) + int(rng.integers(info.file_size))
+        damaged = bytearray(original)
+        damaged[at] ^= 0x10
+        bad = tmp_path / "damaged.pt"
+        bad.write_bytes(bytes(damaged))
+        assert predict.main(["--model", str(bad), str(image)]) == 1, info.filename
+        line = _error_line(capsys)
+        assert f"{bad} is damaged" in line and "export_cascade" in line
+    model = torch.jit.load(str(artifact))
+    assert list(model.class_names)
+
+
+def test_a_pickle_posing_as_the_cascade_never_runs(tmp_path, capsys):
+    marker = tmp_path / "payload-ran"
+    fake = tmp_path / "cascade.pt"
+    torch.save({"model": Payload(marker)}, fake)
+    image = tmp_path / "a.png"
+    Image.new("RGB", (32, 32)).save(image)
+    assert predict.main(["--model", str(fake), str(image)]) == 1
+    assert "carries no SHA-256" in _error_line(capsys)
+    assert not marker.exists()

@@ -26,7 +26,7 @@ def prepared(tmp_path_factory):
 def test_checkpoint_metadata_and_learning(prepared, tmp_path):
     out = tmp_path / "backbone.pt"
     run_pretrain_backbone(prepared, BACKBONE, SETTINGS, "cpu", out)
-    ckpt = torch.load(out, weights_only=False)
+    ckpt = torch.load(out, weights_only=True)
     assert ckpt["arch"] == "resnet18" and ckpt["width"] == 0.125 and ckpt["num_classes"] == 8
     assert ckpt["normalization"] == BACKBONE["normalization"]
     assert ckpt["val_acc"] > 1.5 / 8  # clearly above chance on 8 fine classes after 3 epochs
@@ -48,8 +48,8 @@ def test_interrupted_run_resumes_to_the_same_weights(prepared, tmp_path):
         run_pretrain_backbone(prepared, BACKBONE, SETTINGS, "cpu", resumed, stop_after_two)
     assert scratch_path(resumed).exists() and not resumed.exists()
     run_pretrain_backbone(prepared, BACKBONE, SETTINGS, "cpu", resumed)
-    a = torch.load(straight, weights_only=False)["state_dict"]
-    b = torch.load(resumed, weights_only=False)["state_dict"]
+    a = torch.load(straight, weights_only=True)["state_dict"]
+    b = torch.load(resumed, weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 

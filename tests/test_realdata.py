@@ -63,7 +63,7 @@ def test_reduced_real_benchmark(tmp_path):
     assert result.returncode == 0, result.stderr[-4000:]
 
     run = workdir / "results" / "cifar10_jpeg" / "resnet56"
-    ckpt = torch.load(run / "backbone.pt", weights_only=False)
+    ckpt = torch.load(run / "backbone.pt", weights_only=True)
     # 400 real test images; on all 10,000 the shared ResNet-56 scores 83.2%
     assert 0.74 < ckpt["official_test_acc"] < 0.92
     log = (workdir / "logs" / "import_backbone" / "cifar10_jpeg" / "resnet56.log").read_text()

@@ -102,7 +102,9 @@ def test_tiny_run_has_every_table_figure_and_a_report(tiny_run, tmp_path):
         assert (figures / f"{name}.png").stat().st_size > 5000
         assert (figures / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
     summary = (run / "results" / "summary.md").read_text()
-    assert "## synthetic, r18tiny" in summary and "loses least" in summary
+    assert "## synthetic, r18tiny" in summary
+    # a measured target names its best recipe, or those that cannot be told apart from it
+    assert "loses least" in summary or "cannot be told apart from the best" in summary
     claims = (run / "results" / "claims.md").read_text()
     assert "| claim | synthetic, r18tiny |" in claims and "not tested" in claims
 

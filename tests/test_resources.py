@@ -12,9 +12,11 @@ import torch
 from conftest import ROOT, SNAKEMAKE, copy_workflow
 from helpers import write_synthetic_prepared
 
+from calex_steps.data.feature_cache import form_dataset
 from calex_steps.models.backbones import build_backbone
 from calex_steps.stages.cache_features import run_cache_features
 from calex_steps.workflow import resources as r
+from calex_steps.workflow.exits import cache_layout
 from calex_steps.workflow.resource_table import LIMITS, load_study, markdown, within_limits
 
 START, END = "<!-- resources:start -->", "<!-- resources:end -->"
@@ -42,13 +44,13 @@ def test_paper_study_fits_one_gpu_box():
 def test_head_memory_is_bounded_by_the_batch():
     """Doubling the dataset grows a head job's RAM by its per-sample arrays only."""
     cfg = load_study("workflow_config.yaml")
-    small = r.joint_mem_mb(cfg, "cinic10", "resnet50")
+    small = r.joint_mem_mb(cfg, "cinic10", "resnet50", "pteenet")
     sizes = {"n_train": 180_000, "n_val": 180_000, "n_test": 180_000}
     cfg["datasets"]["cinic10"] = {"source": "synthetic", "num_coarse": 10, **sizes}
-    big = r.joint_mem_mb(cfg, "cinic10", "resnet50")
+    big = r.joint_mem_mb(cfg, "cinic10", "resnet50", "pteenet")
     assert small < big < 1.1 * small
     for branch in (1, 2, 3):
-        assert r.feature_mem_mb(cfg, "cinic10", "resnet50", branch) < 12_000
+        assert r.feature_mem_mb(cfg, "cinic10", "resnet50", branch, "calexnet") < 12_000
 
 
 def _dry_run_jobs(configfile: str, workdir) -> list[dict]:
@@ -78,13 +80,14 @@ def test_rules_ask_what_the_estimates_say(tmp_path):
     expected = {
         "prepare_dataset": lambda w: r.prepare_mem_mb(cfg, w["dataset"]),
         "train_branch": lambda w: r.feature_mem_mb(
-            cfg, w["dataset"], w["backbone"], int(w["branch"])
+            cfg, w["dataset"], w["backbone"], int(w["branch"]), w["recipe"]
         ),
-        "train_joint": lambda w: r.joint_mem_mb(cfg, w["dataset"], w["backbone"]),
+        "train_joint": lambda w: r.joint_mem_mb(cfg, w["dataset"], w["backbone"], w["recipe"]),
         **{rule: (lambda w, mb=mb: mb) for rule, mb in r.FIXED_MEM_MB.items()},
     }
     checked = set()
     for job in jobs:
+        job["rule"] = re.sub(r"^(train_joint|ztw_ensemble)_\d+$", r"\1", job["rule"])  # per count
         if job["rule"] in expected:
             want = expected[job["rule"]](job["wildcards"])
             assert int(job["resources"]["mem_mb"]) == want, job
@@ -95,7 +98,8 @@ def test_rules_ask_what_the_estimates_say(tmp_path):
 
 
 def test_cache_size_estimate_matches_a_written_cache(tmp_path):
-    """attach_floats and cache_disk_mb agree with what cache_features really writes."""
+    """attach_floats and cache_disk_mb agree with what cache_features really writes, for every
+    form a head reads (prototype heads, SDN's pooled maps, a convolutional head's raw map)."""
     torch.set_num_threads(1)
     prepared = write_synthetic_prepared(tmp_path / "prepared.h5", n_train=40, n_val=20, n_test=20,
                                         num_coarse=4, fine_per_coarse=1)  # fmt: skip
@@ -104,17 +108,33 @@ def test_cache_size_estimate_matches_a_written_cache(tmp_path):
     torch.save({"arch": "resnet18", "width": 0.25, "num_classes": 4, "normalization": norm,
                 "state_dict": model.state_dict()}, tmp_path / "backbone.pt")  # fmt: skip
     attach = ["layer1", "layer2", "layer3", "layer4"]
-    out = tmp_path / "features.h5"
-    run_cache_features(
-        prepared, tmp_path / "backbone.pt", None, attach, {"batch_size": 32}, "cpu", out
-    )
     cfg = {"backbones": {"b": {"arch": "resnet18", "width": 0.25, "attach_points": attach}},
            "datasets": {"d": {"source": "synthetic", "n_train": 40, "n_val": 20, "n_test": 20,
-                              "num_coarse": 4}}, "cache": {"compact": "none"}}  # fmt: skip
+                              "num_coarse": 4}}, "cache": {"compact": "none"},
+           "study": {"recipes": ["proto", "sdn", "conv"], "backbones": ["b"]},
+           "recipes": {"proto": {"head": "augmented"}, "sdn": {"head": "sdn"},
+                       "conv": {"head": "msdnet", "exits": ["layer1", "layer4"]}},
+           "recipe_exits": {"proto": {"b": attach}, "sdn": {"b": attach},
+                            "conv": {"b": ["layer1", "layer4"]}}}  # fmt: skip
+    layout = cache_layout(cfg, "b")
+    assert layout["layer1"] == ["proto", "pooled", "map"] and layout["layer3"] == [
+        "proto",
+        "pooled",
+    ]
+    out = tmp_path / "features.h5"
+    run_cache_features(
+        prepared, tmp_path / "backbone.pt", None, layout, {"batch_size": 32}, "cpu", out
+    )
     with h5py.File(out) as f:
+        seen = []
         for num, point in enumerate(attach, start=1):
-            stored = f["train"][f"feat{num}"]
-            assert r.attach_floats(cfg, "b", point) == stored.size // len(stored)
+            for form in layout[point]:
+                stored = f["train"][form_dataset(f["train"], num, form)]
+                assert r.attach_floats(cfg, "b", point, form) == stored.size // len(stored)
+                seen.append(stored.name)
+        # layer1 stores its Gram (smaller) and its map; layer4's proto form is its map already
+        assert "/train/map1" in seen and "/train/map4" not in seen
+        assert len(set(seen)) == len(r.layout_floats(cfg, "b")) == 9
     assert out.stat().st_size <= r.cache_disk_mb(cfg, "d", "b") * 2**20 + 64 * 1024
 
 

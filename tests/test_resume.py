@@ -62,7 +62,7 @@ def test_killed_pretraining_resumes_to_the_same_weights(tmp_path):
     assert "resuming from the scratch checkpoint after epoch" in log
     assert "epoch 1/6" not in log  # the new log starts after the resumed epoch
 
-    a = torch.load(straight / TARGET, weights_only=False)["state_dict"]
-    b = torch.load(crashed / TARGET, weights_only=False)["state_dict"]
+    a = torch.load(straight / TARGET, weights_only=True)["state_dict"]
+    b = torch.load(crashed / TARGET, weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not (crashed / (TARGET + ".scratch")).exists()

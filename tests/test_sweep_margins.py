@@ -13,7 +13,7 @@ from calex_steps.calibration import calibrate_cascade, reference_precision
 from calex_steps.cascade import run_cascade
 from calex_steps.cascade.signals import max_softmax
 from calex_steps.cascade.sweep import ExitCosts, ExitRule, margin_grid, per_class_exits, sweep
-from calex_steps.data.splits import redraw_partition
+from calex_steps.data.splits import pool_resamples, redraw_partition
 from calex_steps.errors import CalexError
 from calex_steps.stages.sweep_margins import main, run_sweep_margins
 
@@ -450,3 +450,39 @@ def test_the_split_records_its_partition(tmp_path, redraw):
         np.testing.assert_array_equal(ex["test_index"], want)
         pooled = np.concatenate([splits["val"]["labels"], splits["test"]["labels"]])
         np.testing.assert_array_equal(ex["labels"], pooled[want])
+
+
+def test_recalibrated_curves_are_sweeps_of_the_resampled_pool(tmp_path):
+    # Resample r of the held-out pool counts each image w[r, i] times: the calibration
+    # part recalibrates as if its images were repeated that often, and the test part is
+    # read with the same counts (one image, one weight, whichever part holds it).
+    features, branches, splits = write_inputs(tmp_path, np.random.default_rng(11))
+    settings = {"margins": [0.05, 0.2, 0.6], "calibration": "cascade", "split": 2,
+                "split_seed": 7, "bootstrap_seed": 4, "calibration_resamples": 3}  # fmt: skip
+    outs = outputs(tmp_path, "w")
+    run_sweep_margins(features, branches, settings, *outs)
+    val_pos, test_pos = redraw_partition(splits["val"]["labels"], splits["test"]["labels"], 2, 7)
+    pool = {k: v if k == "num_classes" else ([np.concatenate([a, b]) for a, b in
+            zip(v, splits["test"][k], strict=True)] if isinstance(v, list) else
+            np.concatenate([v, splits["test"][k]])) for k, v in splits["val"].items()}  # fmt: skip
+    weights = pool_resamples(700, [1, 2, 3], seed=4)
+    costs = ExitCosts([107, 212, 315, 415], 400)
+    with np.load(outs[2]) as ex:
+        assert int(ex["pool_size"]) == 700 and int(ex["bootstrap_seed"]) == 4
+        assert ex["recal_accuracy"].shape == (3, 3) and np.isnan(ex["recal_lr"]).all()
+        for r in range(3):
+            rows = val_pos[np.repeat(np.arange(val_pos.size), weights[r, val_pos])]
+            cal = {k: v if k == "num_classes" else ([a[rows] for a in v] if isinstance(v, list)
+                   else v[rows]) for k, v in pool.items()}  # fmt: skip
+            test = {k: v if k == "num_classes" else ([a[test_pos] for a in v] if
+                    isinstance(v, list) else v[test_pos]) for k, v in pool.items()}  # fmt: skip
+            _, _, want = sweep(cal, test, [0.05, 0.2, 0.6], CASCADE, costs)
+            w = weights[r, test_pos]
+            right = want["final_pred"] == want["labels"]
+            np.testing.assert_allclose(ex["recal_accuracy"][r], right @ w / w.sum())
+            spent = np.asarray(costs.macs)[want["exit_branch"]] @ w / (w.sum() * 400)
+            np.testing.assert_allclose(ex["recal_fr"][r], 1 - spent)
+    # A global threshold reads no calibration data: nothing to recalibrate.
+    run_sweep_margins(features, branches, {**settings, "thresholds": "global"}, *outs)
+    with np.load(outs[2]) as ex:
+        assert ex["recal_accuracy"].shape == (0, 3)

@@ -231,7 +231,7 @@ def test_resumed_run_equals_uninterrupted_run(features, tmp_path, stage):
     _, _, ref = _run(features, tmp_path / "ref", 2, [prev], settings)
     with pytest.raises(_Interrupt):
         _run(features, tmp_path / "cut", 2, [prev], settings, log=_Log(stage, 2))
-    scratch = torch.load(tmp_path / "cut" / "branch2.pt.scratch", weights_only=False)
+    scratch = torch.load(tmp_path / "cut" / "branch2.pt.scratch", weights_only=True)
     assert (scratch["stage"], scratch["epoch"]) == (stage, 2)
     assert not (tmp_path / "cut" / "branch2.npz").exists()
     log = _Log()

@@ -228,4 +228,7 @@ def test_cli_writes_outputs_and_reports_errors(features, tmp_path, capsys):
     assert main(args + ["--out-outputs", *outs]) == 0
     assert _load(outs[1])["val_pred"].shape == (200,)
     assert main(args + ["--out-outputs", outs[0]]) == 1
-    assert "has 2 attach points but got 2 head and 1 output paths" in capsys.readouterr().err
+    assert (
+        "has 2 exits ['layer1', 'layer2'] but got 2 head and 1 output paths"
+        in capsys.readouterr().err
+    )

@@ -7,6 +7,7 @@ import pytest
 from report_fixtures import run_files, write_run
 
 from calex_steps.errors import CalexError
+from calex_steps.reporting.claims import check, claims_markdown, paper_claims, read_bootstrap
 from calex_steps.stages.make_tables import run_make_tables
 from calex_steps.stages.write_claims import run_write_claims
 
@@ -40,15 +41,29 @@ def write_boot(path, losses: dict, sd=0.05, status=None, tight=0.3, resamples=40
     return path
 
 
-def verdicts(text: str) -> list[str]:
-    """The verdict column of the overview table, claim by claim."""
+def cells(text: str) -> list[str]:
+    """The last column of the overview table, claim by claim: 'holds (FR 0.4, 0.6)'."""
     rows = [line for line in text.splitlines() if line.startswith("| ") and ". " in line[:6]]
     return [row.strip("| ").split(" | ")[-1] for row in rows]
+
+
+def verdicts(text: str) -> list[str]:
+    """The verdicts of the overview table, claim by claim."""
+    return [cell.split(" (")[0] for cell in cells(text)]
 
 
 def test_the_papers_own_ablation_numbers_make_every_claim_hold(tmp_path):
     text = run_write_claims([write_boot(tmp_path / "b.npz", PAPER)], SETTINGS, tmp_path / "c.md")
     assert verdicts(text) == ["holds"] * 5
+    # Each verdict says where it was tested: claim 1 at every measured FR, the ablation
+    # claims at FR 0.4 and 0.6, the last at the tightest margin.
+    assert cells(text) == ["holds (FR 0.4, 0.5, 0.6, 0.7, 0.8)"] + ["holds (FR 0.4, 0.6)"] * 3 + [
+        "holds (m = 0.01)"
+    ]
+    assert (
+        "### 1. calexnet loses less accuracy than the no-alignment reference noalign at "
+        "every measured FR, tested at FR 0.4, 0.5, 0.6, 0.7, 0.8: **holds**"
+    ) in text
     # The evidence is printed beside the verdict: the super-additivity contrast at FR 0.4.
     assert f"- FR 0.4: {4.2 - 4.9 - 7.3 + 6.1:+.2f} pp [" in text
     assert "- m = 0.01: +0.30 pp [" in text and "below 1 pp" in text
@@ -70,17 +85,39 @@ def test_missing_recipes_and_extrapolated_cells_are_not_tested(tmp_path):
     text = run_write_claims([write_boot(tmp_path / "b.npz", two, status=status)], SETTINGS,
                             tmp_path / "c.md")  # fmt: skip
     assert verdicts(text) == ["holds", "not tested", "not tested", "not tested", "holds"]
+    assert cells(text)[0] == "holds (FR 0.4, 0.5)"  # tested only where both measured
     assert "- the study did not run kd_only, align_only" in text
     assert "- FR 0.7: not tested (extrapolated or not reached by a recipe it needs)" in text
 
 
-def test_claims_of_a_made_table_and_bad_input(tmp_path):
-    folders = [write_run(tmp_path / "results", r) for r in ("calexnet", "noalign")]
+def test_claims_of_made_sweeps_give_the_verdict_they_were_made_for(tmp_path):
+    # calexnet's branch is right on 95% of the images it releases, noalign's on 60%: at
+    # every FR calexnet loses far less. Both sweeps reach FR 0.62, so FR 0.4 to 0.6 are
+    # measured, 0.7 extrapolated and 0.8 missing: the claim is tested at the first three.
+    folders = [write_run(tmp_path / "results", recipe, seed=seed, quality=quality)
+               for recipe, quality in (("calexnet", 0.95), ("noalign", 0.6))
+               for seed in (0, 1)]  # fmt: skip
     settings = {"backbones": ["r18"], "recipes": ["calexnet", "noalign"], "resamples": 200}
     run_make_tables(*run_files(folders), settings, tmp_path / "tables")
     text = run_write_claims([tmp_path / "tables" / "bootstrap.npz"], SETTINGS, tmp_path / "c.md")
     assert "| claim | syn, r18 |" in text and "## syn, r18" in text
-    assert verdicts(text)[0] in ("holds", "refuted", "not distinguishable")
+    assert cells(text)[0] == "holds (FR 0.4, 0.5, 0.6)"
+    assert verdicts(text)[1:4] == ["not tested"] * 3
+    # The same sweeps with the roles swapped: noalign now plays the joint recipe, and the
+    # claim that it loses less than calexnet is refuted at the same FRs.
+    swapped = paper_claims({"joint": "noalign", "reference": "calexnet"})
+    boot = read_bootstrap(tmp_path / "tables" / "bootstrap.npz")
+    verdict, lines, where = check(boot, 0, swapped[0], 0.95, 1.0)
+    assert (verdict, where) == ("refuted", "FR 0.4, 0.5, 0.6")
+    assert lines[3] == "FR 0.7: not tested (extrapolated or not reached by a recipe it needs)"
+    text = claims_markdown([boot], 0.95, 1.0, swapped[:1])
+    assert "| 1. noalign loses less accuracy than the no-alignment reference calexnet" in text
+
+
+def test_bad_input_stops_with_one_line(tmp_path):
+    folders = [write_run(tmp_path / "results", r) for r in ("calexnet", "noalign")]
+    settings = {"backbones": ["r18"], "recipes": ["calexnet", "noalign"], "resamples": 200}
+    run_make_tables(*run_files(folders), settings, tmp_path / "tables")
     with pytest.raises(CalexError, match="near_backbone"):
         run_write_claims([tmp_path / "tables" / "bootstrap.npz"], {"confidence": 0.9},
                          tmp_path / "d.md")  # fmt: skip

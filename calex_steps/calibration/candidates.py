@@ -138,7 +138,11 @@ class Candidates:
     def thresholds(
         self, target: Target, mask, pred, labels, backbone_pred, keep, ref
     ) -> np.ndarray:
-        """(K, C) thresholds of ``target`` on the K calibration subsets of ``mask`` (K, N)."""
+        """(K, C) thresholds of ``target`` on the K calibration subsets of ``mask`` (K, N).
+
+        ``mask`` may hold counts instead of 0/1: a sample counted that many times (a
+        bootstrap resample of the calibration set).
+        """
         mask = np.asarray(mask, dtype=np.int32)
         counts = [self.above(mask * q) for q in target.quantities(pred, labels, backbone_pred)]
         exits = self.above(mask)

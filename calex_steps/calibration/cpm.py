@@ -22,21 +22,23 @@ from calex_steps.errors import CalexError
 NEVER_EXIT = 1.0
 
 
-def reference_precision(backbone_pred, labels, num_classes: int) -> np.ndarray:
+def reference_precision(backbone_pred, labels, num_classes: int, weights=None) -> np.ndarray:
     """Backbone precision per class, P̂_i = #{pred = i and y = i} / #{pred = i}.
 
     Args:
         backbone_pred: (N,) int, the backbone's predicted class per validation sample.
         labels: (N,) int, ground truth.
         num_classes: C.
+        weights: (R, N) how often each sample counts in each of R reweighted
+            calibration sets (bootstrap resamples), or None (every sample once).
 
     Returns:
-        (C,) float64. A class the backbone never predicts gets NaN: there is no
-        reference precision to keep, and since ``Prec > NaN`` is never true,
-        ``cpm_thresholds`` gives that class the threshold 1.0 (branches never
-        release a sample predicted as that class). This is the conservative
-        choice: a target of 0 instead would let any branch exit with almost
-        any precision on a class the backbone itself never commits to.
+        (C,) float64, or (R, C) with ``weights``. A class the backbone never predicts
+        gets NaN: there is no reference precision to keep, and since ``Prec > NaN``
+        is never true, ``cpm_thresholds`` gives that class the threshold 1.0
+        (branches never release a sample predicted as that class). This is the
+        conservative choice: a target of 0 instead would let any branch exit with
+        almost any precision on a class the backbone itself never commits to.
     """
     pred = np.asarray(backbone_pred)
     if pred.ndim != 1:
@@ -45,10 +47,14 @@ def reference_precision(backbone_pred, labels, num_classes: int) -> np.ndarray:
     pred = class_vector(pred, n, "backbone_pred")
     labels = class_vector(labels, n, "labels")
     check_range(pred, num_classes, "backbone_pred")
-    predicted = np.bincount(pred, minlength=num_classes).astype(np.float64)  # (C,)
-    correct = np.bincount(pred[pred == labels], minlength=num_classes).astype(np.float64)
+    w = np.ones((1, n)) if weights is None else np.asarray(weights, dtype=np.float64)
+    one_hot = np.zeros((n, num_classes))
+    one_hot[np.arange(n), pred] = 1.0
+    predicted = w @ one_hot  # (R, C)
+    correct = (w * (pred == labels)) @ one_hot
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(predicted > 0, correct / np.maximum(predicted, 1.0), np.nan)
+        out = np.where(predicted > 0, correct / np.maximum(predicted, 1.0), np.nan)
+    return out[0] if weights is None else out
 
 
 def _hits(pred, labels, backbone_pred) -> list[np.ndarray]:

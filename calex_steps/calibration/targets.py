@@ -44,6 +44,17 @@ def _check_branches(confs: Sequence, preds: Sequence, n: int) -> None:
             )
 
 
+def _check_weights(weights, n: int) -> np.ndarray:
+    """(R, N) non-negative integer sample counts as int32."""
+    w = np.asarray(weights)
+    if w.ndim != 2 or w.shape[1] != n or not np.issubdtype(w.dtype, np.integer) or (w < 0).any():
+        raise CalexError(
+            f"calibration weights must be (resamples, {n}) non-negative integer counts, "
+            f"got {w.dtype} {w.shape}"
+        )
+    return w.astype(np.int32, copy=False)
+
+
 def calibrate_margins(
     confs: Sequence,
     preds: Sequence,
@@ -56,6 +67,7 @@ def calibrate_margins(
     backbone_pred=None,
     ref_precision=None,
     top: float = 1.0,
+    weights=None,
 ) -> np.ndarray:
     """Thresholds of every branch at every margin.
 
@@ -70,11 +82,14 @@ def calibrate_margins(
         backbone_pred: (N,) the backbone's predictions (``matched``, ``agree``; and
             ``cpm`` when ``ref_precision`` is not given).
         ref_precision: (C,) CPM's P̂; computed from ``backbone_pred`` and ``labels``
-            when None.
+            (on each reweighted set) when None.
         top: the top of the signal's range, the never-exit threshold.
+        weights: (R, N) integer counts: calibrate on R reweighted calibration sets at
+            once, sample j counted ``weights[r, j]`` times in set r (bootstrap resamples
+            of the calibration set).
 
     Returns:
-        (M, L, C) float64 thresholds.
+        (M, L, C) float64 thresholds; (R, M, L, C) with ``weights``.
     """
     n = np.shape(confs[0])[0] if len(confs) else 0
     n = np.shape(labels)[0] if labels is not None else n
@@ -87,24 +102,31 @@ def calibrate_margins(
     labels = None if labels is None else class_vector(labels, n, "labels")
     if backbone_pred is not None:
         backbone_pred = class_vector(backbone_pred, n, "backbone_pred")
+    w = None if weights is None else _check_weights(weights, n)
     if target is CPM and ref_precision is None:
-        ref_precision = reference_precision(backbone_pred, labels, num_classes)
+        ref_precision = reference_precision(backbone_pred, labels, num_classes, w)
     ref = None if ref_precision is None else np.asarray(ref_precision, dtype=np.float64)
     keep = 1.0 - np.array([check_margin(m) for m in margins], dtype=np.float64)[:, None]
     cands = [Candidates(c, p, num_classes, top) for c, p in zip(confs, preds, strict=True)]
     preds = [class_vector(p, n, "pred") for p in preds]
     signals = [np.asarray(c, dtype=np.float64) for c in confs]
     block = max(1, CELLS_PER_BLOCK // max(n, 1))
-    out = np.empty((keep.shape[0], len(cands), num_classes))
-    for lo in range(0, keep.shape[0], block):
-        rows = keep[lo : lo + block]
-        calibrating = np.ones((rows.shape[0] if cascade_aware else 1, n), dtype=bool)
-        for b, cand in enumerate(cands):
-            thr = cand.thresholds(target, calibrating, preds[b], labels, backbone_pred, rows, ref)
-            out[lo : lo + block, b] = thr
-            if cascade_aware:
-                calibrating &= ~(signals[b][None, :] > thr[:, preds[b]])
-    return out
+    sets = 1 if w is None else w.shape[0]
+    out = np.empty((sets, keep.shape[0], len(cands), num_classes))
+    for r in range(sets):  # each reweighted set as the unweighted one, its counts weighted
+        ref_r = ref if ref is None or ref.ndim == 1 else ref[r]
+        for lo in range(0, keep.shape[0], block):
+            rows = keep[lo : lo + block]
+            calibrating = np.ones((rows.shape[0] if cascade_aware else 1, n), dtype=np.int32)
+            if w is not None:
+                calibrating *= w[r]
+            for b, cand in enumerate(cands):
+                thr = cand.thresholds(target, calibrating, preds[b], labels, backbone_pred,
+                                      rows, ref_r)  # fmt: skip
+                out[r, lo : lo + block, b] = thr
+                if cascade_aware:
+                    calibrating *= ~(signals[b][None, :] > thr[:, preds[b]])
+    return out[0] if w is None else out
 
 
 def calibrate_cascade(

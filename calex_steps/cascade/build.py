@@ -13,15 +13,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from calex_steps.cascade.module import CascadeModel, ExitHead, split_backbone
+from calex_steps.cascade.exit_heads import inference_head
+from calex_steps.cascade.module import CascadeModel, split_backbone
 from calex_steps.cascade.sweep import margin_key
-from calex_steps.data.feature_cache import feature_kinds, features_meta
+from calex_steps.data.branch_files import exit_points
+from calex_steps.data.feature_cache import HEAD_FORMS, attach_index, feature_kinds, features_meta
 from calex_steps.errors import CalexError
 from calex_steps.models.checkpoints import load_checkpoint, load_classifier, load_frozen_backbone
-from calex_steps.models.heads import PrototypeHead
+from calex_steps.models.heads import build_head
 
 
-def load_head(path: str | Path, features_id: str, branch: int) -> tuple[PrototypeHead, dict]:
+def load_head(path: str | Path, features_id: str, branch: int) -> tuple[torch.nn.Module, dict]:
     """A trained branch head from ``branch{l}.pt`` in eval mode, checked against the cache."""
     ckpt = load_checkpoint(path)
     if ckpt.get("features_id") != features_id or int(ckpt.get("branch", branch)) != branch:
@@ -29,7 +31,7 @@ def load_head(path: str | Path, features_id: str, branch: int) -> tuple[Prototyp
             f"{path} is branch {ckpt.get('branch')} of features '{ckpt.get('features_id')}', "
             f"expected branch {branch} of '{features_id}'; pass the heads of this run"
         )
-    head = PrototypeHead(**ckpt["head_config"])
+    head = build_head(ckpt["head_config"])
     head.load_state_dict(ckpt["state_dict"])
     return head.eval().requires_grad_(False), ckpt
 
@@ -99,8 +101,8 @@ def build_cascade(run_dir: str | Path | None, margin: float, *, backbone=None, p
         class_names: names of the C classes (default ``class0..``).
         exit_signal: the recipe's exit signal (``cascade.signals.SIGNALS``).
         ensembles: explicit ``ztw_ensemble{l}.npz`` paths (exit signal ztw_ensemble).
-        head_input: ``cache`` = M from the form the cache stored (exact agreement with
-            the sweep), ``map`` = M from the raw map at every branch.
+        head_input: ``cache`` = a prototype head's M from the form the cache stored (exact
+            agreement with the sweep), ``map`` = M from the raw map at every branch.
         channels_last: run the convolutions on channels-last tensors.
     """
     if head_input not in ("cache", "map"):
@@ -113,22 +115,28 @@ def build_cascade(run_dir: str | Path | None, margin: float, *, backbone=None, p
     if not (backbone and features and thresholds):
         raise CalexError("build_cascade needs --run-dir or the backbone, features and thresholds")
     meta = features_meta(features)  # CalexError when missing
-    attach = list(meta["attach_points"])
-    count = len(attach)
     if branches is None:
+        count = len(sorted(Path(run_dir).glob("branch*.pt")))
         branches = [Path(run_dir) / f"branch{b}.pt" for b in range(1, count + 1)]
-    if len(branches) != count:
-        raise CalexError(f"got {len(branches)} heads for attach points {attach}; pass one each")
+    if not branches:
+        raise CalexError(f"no branch heads (branch1.pt ...) in {run_dir}; pass --branches")
+    count = len(branches)
     if exit_signal == "ztw_ensemble" and not ensembles:
         ensembles = [Path(run_dir) / f"ztw_ensemble{b}.npz" for b in range(1, count + 1)]
     model, bb = load_frozen_backbone(backbone, "cpu")
     classifier = load_classifier(model, probe, "cpu")
-    segments, tail = split_backbone(model, classifier, attach)
     loaded = [load_head(p, str(meta["features_id"]), b) for b, p in enumerate(branches, 1)]
-    kinds = feature_kinds(features, count) if head_input == "cache" else ["map"] * count
+    attach = exit_points([c for _, c in loaded], list(meta["attach_points"]), "the heads")
+    segments, tail = split_backbone(model, classifier, attach)
+    forms = [HEAD_FORMS[h.config["kind"]] for h, _ in loaded]
+    if head_input == "cache":
+        points = [attach_index(meta, a, features) for a in attach]
+        kinds = feature_kinds(features, points, forms)
+    else:
+        kinds = ["pooled" if f == "pooled" else "map" for f in forms]
     with_conf = exit_signal == "branch"
     pairs = zip(loaded, kinds, strict=True)
-    heads = [ExitHead(h, kind == "gram", with_conf) for (h, _), kind in pairs]
+    heads = [inference_head(h, kind, with_conf) for (h, _), kind in pairs]
     thr, temps = load_thresholds(thresholds, margin)
     num_classes = int(thr.shape[1])
     names = list(class_names) if class_names else [f"class{i}" for i in range(num_classes)]

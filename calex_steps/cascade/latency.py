@@ -19,17 +19,20 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from torch import nn
 
-from calex_steps.cascade.module import CascadeModel, ExitHead, split_backbone
-from calex_steps.data.feature_cache import feature_kinds, features_meta
+from calex_steps.cascade.exit_heads import inference_head
+from calex_steps.cascade.module import CascadeModel, split_backbone
+from calex_steps.data.feature_cache import HEAD_FORMS, features_meta, use_gram
 from calex_steps.errors import CalexError
 from calex_steps.models.checkpoints import load_classifier, load_frozen_backbone
-from calex_steps.models.heads import PrototypeHead
+from calex_steps.models.heads import build_head, head_config
 
 NOT_MEASURED = "not measured"
 
 
-# The head kinds measure_segments times at every attach point (a recipe's `latency_head`).
+# The head kinds measure_segments times at every attach point when its settings name none
+# (``settings["heads"]``: the study's kinds, a recipe's `latency_head`).
 HEAD_KINDS = ("augmented", "basic", "basic+cascade")
 SEGMENT_SETTINGS = ("batch_sizes", "warmup", "timed", "prototypes")
 
@@ -217,18 +220,31 @@ def segment_costs(prepare: Callable, segments: list, tail: Callable, heads: dict
     }
 
 
-def exit_heads(kinds: list[str], shapes: list[torch.Size], num_classes: int,
-               prototypes: int, device: torch.device) -> dict[str, list[ExitHead]]:  # fmt: skip
-    """Untrained inference heads of every kind at every attach point (seeded)."""
+def stored_kind(kind: str, d: int, h: int, w: int) -> str:
+    """How the feature cache stores a head kind's input at a d×h×w point (``HEAD_FORMS``;
+    a prototype head reads the packed Gram when it is smaller than the map)."""
+    form = HEAD_FORMS[kind]
+    if form == "proto":
+        return "gram" if use_gram(d, h, w) else "map"
+    return form
+
+
+def exit_heads(names: list[str], shapes: list[torch.Size], num_classes: int,
+               prototypes: int, device: torch.device) -> dict[str, list[nn.Module]]:  # fmt: skip
+    """Untrained inference heads (``cascade.exit_heads.inference_head``) of every named kind
+    (``kind`` or ``kind+cascade``, ``models.heads.HEAD_KINDS``) at every attach point of
+    shape ``shapes[b]`` (N×d×H×W), seeded."""
     torch.manual_seed(0)
     heads = {}
-    for name in HEAD_KINDS:
+    for name in names:
         kind, _, cascade = name.partition("+")
         heads[name] = []
-        for b, (stored, shape) in enumerate(zip(kinds, shapes, strict=True)):
+        for b, shape in enumerate(shapes):
+            d, h, w = (int(v) for v in shape[1:])
             prev = num_classes if cascade and b > 0 else 0
-            head = PrototypeHead(int(shape[1]), num_classes, prototypes, kind, prev)
-            exit_head = ExitHead(head.eval().requires_grad_(False), stored == "gram")
+            head = build_head(head_config(kind, d, h, w, num_classes, prototypes, prev))
+            exit_head = inference_head(head.eval().requires_grad_(False),
+                                       stored_kind(kind, d, h, w))  # fmt: skip
             heads[name].append(exit_head.to(device))
     return heads
 
@@ -248,11 +264,12 @@ def check_segment_settings(settings: dict) -> None:
 
 
 def untrained_cascade(
-    backbone, probe, features, prototypes: int
-) -> tuple[CascadeModel, dict[str, list[ExitHead]], dict]:
+    backbone, probe, features, prototypes: int, kinds: list[str] | None = None
+) -> tuple[CascadeModel, dict[str, list[nn.Module]], dict]:
     """What measure_segments times, on the CPU: the backbone cut at the feature cache's
-    attach points into a cascade of untrained ``augmented`` heads (thresholds 1: nothing
-    exits), the heads of every kind (``exit_heads``), and the backbone's checkpoint info."""
+    attach points into a cascade of untrained heads of the first kind (thresholds 1:
+    nothing exits), the heads of every kind in ``kinds`` (default ``HEAD_KINDS``;
+    ``exit_heads``), and the backbone's checkpoint info."""
     attach = list(features_meta(features)["attach_points"])
     model, bb = load_frozen_backbone(backbone, "cpu")
     classifier = load_classifier(model, probe, "cpu")
@@ -263,10 +280,10 @@ def untrained_cascade(
         for segment in segments:
             x = segment(x)
             shapes.append(x.shape)
-    heads = exit_heads(feature_kinds(features, len(attach)), shapes, classifier.out_features,
-                       prototypes, torch.device("cpu"))  # fmt: skip
+    names = list(kinds or HEAD_KINDS)
+    heads = exit_heads(names, shapes, classifier.out_features, prototypes, torch.device("cpu"))
     norm, num_classes = bb["normalization"], classifier.out_features
-    cascade = CascadeModel(segments, heads["augmented"], tail, torch.ones(len(attach), num_classes),
+    cascade = CascadeModel(segments, heads[names[0]], tail, torch.ones(len(attach), num_classes),
                            norm["mean"], norm["std"], [str(c) for c in range(num_classes)],
                            meta={"input_size": size})  # fmt: skip
     return cascade.eval(), heads, bb

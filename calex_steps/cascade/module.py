@@ -12,12 +12,12 @@ and the task classifier (probe or the backbone's own). Supported structures:
 An attach point is a stage (``layer3``: after its last block) or one block of
 a stage (``layer3.4``: after block 4). Any other model or name is a CalexError.
 
-Each branch head computes its prototype responses M the way the feature cache
-stored that attach point (packed Gram or raw map; the two agree up to float
-rounding): the thresholds were calibrated on confidences computed from the
-cache, so the module reproduces the simulated cascade bit for bit. Every exit
-signal of ``cascade.signals`` is computed here with the same definitions, in
-torch (``exit_signal``). Everything is TorchScript-compatible.
+Each branch head runs in its inference form (``cascade/exit_heads.py``), computing
+from the raw map what the feature cache stored for that attach point (packed
+Gram, raw map or pooled form): the thresholds were calibrated on confidences
+computed from the cache, so the module reproduces the simulated cascade bit for
+bit. Every exit signal of ``cascade.signals`` is computed here with the same
+definitions, in torch (``exit_signal``). Everything is TorchScript-compatible.
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from calex_steps.cascade.exit_heads import ExitHead
 from calex_steps.cascade.signals import SIGNALS
 from calex_steps.errors import CalexError
 from calex_steps.models.backbones import CifarResNet
-from calex_steps.models.heads import PrototypeHead
 
 SIGNAL_CODES = {"branch": 0, "ztw_ensemble": 1, "max_softmax": 2, "entropy": 3, "top2_gap": 4,
                 "patience": 5}  # fmt: skip
@@ -90,58 +90,6 @@ class Tail(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """N×d×H×W -> N×C logits."""
         return self.classifier(self.pool(self.blocks(x)).flatten(1))
-
-
-class ExitHead(nn.Module):
-    """A trained ``PrototypeHead`` in inference form, M from the map or the packed Gram.
-
-    The Gram path runs the same operations as ``features.pack_gram`` followed
-    by ``PrototypeHead.responses_from_gram``, with the K×P coefficients precomputed.
-    ``with_conf=False`` drops the confidence layer (signals computed from the class
-    logits never read it).
-    """
-
-    def __init__(self, head: PrototypeHead, use_gram: bool, with_conf: bool = True) -> None:
-        super().__init__()
-        cfg = head.config
-        self.use_gram = use_gram
-        self.with_conf = with_conf
-        self.cascade_dim = int(cfg["cascade_input_dim"])
-        self.proto = head.proto
-        augmented = cfg["kind"] == "augmented"
-        self.norm = head.norm if augmented else nn.Identity()
-        self.mlp = head.mlp if augmented else nn.Identity()
-        self.cls, self.conf = head.cls, head.conf
-        d = int(cfg["d"])
-        rows, cols = torch.triu_indices(d, d)
-        with torch.no_grad():  # identical to responses_from_gram's coefficients
-            w = head.prototype_matrix  # K×d
-            coef = w[:, rows] * w[:, cols]  # K×P
-            coef = torch.where(rows != cols, 2.0 * coef, coef)
-        self.register_buffer("packed", rows * d + cols)  # P positions in a flattened d×d
-        self.register_buffer("coef_t", coef.t().contiguous())  # P×K
-
-    def responses(self, x: torch.Tensor) -> torch.Tensor:
-        """M (N×K) from a feature map N×d×H×W."""
-        if not self.use_gram:
-            return self.proto(x).square().mean(dim=(2, 3))
-        n, d, h, w = x.shape
-        flat = x.reshape(n, d, h * w)  # N×d×P
-        gram = torch.bmm(flat, flat.transpose(1, 2)) / (h * w)  # N×d×d
-        return gram.reshape(n, d * d).index_select(1, self.packed) @ self.coef_t  # N×K
-
-    def forward(
-        self, x: torch.Tensor, prev: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(cls logits N×C, conf logits N×C or empty) from a map; ``prev`` = the previous
-        branch's class logits (the input of a ZTW head)."""
-        rep = self.mlp(self.norm(self.responses(x)))
-        if self.cascade_dim > 0:
-            assert prev is not None
-            rep = torch.cat([rep, F.layer_norm(prev, [prev.shape[1]])], dim=1)
-        if self.with_conf:
-            return self.cls(rep), self.conf(rep)
-        return self.cls(rep), torch.zeros(0, device=x.device)
 
 
 def exit_signal(kind: int, cls_logits: torch.Tensor, conf_logits: torch.Tensor,

@@ -97,27 +97,32 @@ def flops_reduction(exit_branch: np.ndarray, costs: Sequence[int], total_macs: i
 
 
 def segment_times(
-    segments: dict, attach_points: Sequence[str], batch_size: int, head: str
+    segments: dict, exits: Sequence[str], batch_size: int, head: str
 ) -> tuple[np.ndarray, float]:
     """Predicted per-sample milliseconds by exit position, from ``segments.json``.
 
-    A sample leaving at branch l (0-based) pays segments 0..l and heads 0..l; one
-    reaching the end pays every segment, the tail and every head (docs/formats.md).
+    The segments were measured between consecutive attach points of the feature cache; a
+    recipe's exits are some of them. A sample leaving at exit l (0-based) pays the segments
+    up to exit l's attach point and heads 0..l; one reaching the end pays every segment, the
+    tail and every head (docs/formats.md).
 
     Args:
         segments: the parsed ``results/{d}/{b}/latency/segments.json``.
-        attach_points: the feature cache's attach points (must match the file's).
+        exits: the attach points of the recipe's exits, in forward order (each one of the
+            file's ``attach_points``).
         batch_size: which measured batch size to read (``latency.lr_batch_size``).
-        head: the recipe's head kind (``augmented``, ``basic``, ``basic+cascade``).
+        head: the recipe's head kind (``augmented``, ``sdn``, ``basic+cascade``, ...).
 
     Returns:
         times_ms: (L+1,) float64; backbone_ms: the plain backbone's time per sample.
     """
     where = "segments.json"
-    if list(segments.get("attach_points", [])) != list(attach_points):
+    measured = list(segments.get("attach_points", []))
+    missing = [e for e in exits if e not in measured]
+    if missing or not exits:
         raise CalexError(
-            f"{where} was measured at attach points {segments.get('attach_points')}, the "
-            f"features at {list(attach_points)}; rerun measure_segments"
+            f"{where} was measured at attach points {measured}, not at the exits "
+            f"{list(exits)}; rerun measure_segments"
         )
     per_batch = segments.get("per_batch", {})
     if str(batch_size) not in per_batch:
@@ -135,11 +140,10 @@ def segment_times(
         tail, backbone = float(entry["tail_ms"]), float(entry["backbone_ms"])
     except (KeyError, TypeError, ValueError) as exc:
         raise CalexError(f"{where} batch {batch_size} is malformed ({exc!r})") from exc
-    if seg.shape != (len(attach_points),) or head_ms.shape != seg.shape:
-        raise CalexError(
-            f"{where} batch {batch_size} needs {len(attach_points)} segment and head times"
-        )
+    if seg.shape != (len(measured),) or head_ms.shape != seg.shape:
+        raise CalexError(f"{where} batch {batch_size} needs {len(measured)} segment and head times")
     if not (np.all(np.isfinite(seg)) and np.all(np.isfinite(head_ms)) and backbone > 0):
         raise CalexError(f"{where} batch {batch_size} holds non-finite or zero times")
-    exits = np.cumsum(seg) + np.cumsum(head_ms)
-    return np.append(exits, seg.sum() + tail + head_ms.sum()), backbone
+    at = np.asarray([measured.index(e) for e in exits])
+    exit_ms = np.cumsum(seg)[at] + np.cumsum(head_ms[at])
+    return np.append(exit_ms, seg.sum() + tail + head_ms[at].sum()), backbone

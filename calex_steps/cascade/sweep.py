@@ -19,12 +19,13 @@ from calex_steps.calibration import calibrate_margins, get_target
 from calex_steps.calibration.temperature import fit_temperature
 from calex_steps.cascade.signals import FILE_SIGNALS, SIGNALS, logit_signals, signal_top
 from calex_steps.cascade.simulate import run_cascade
-from calex_steps.data.splits import redraw_partition
+from calex_steps.data.splits import pool_resamples, repartition
 from calex_steps.errors import CalexError
 
 CALIBRATIONS = ("full", "cascade")
 THRESHOLD_RULES = ("per_class", "global")
 SIGNIFICANT = 3  # digits kept of a dense-grid margin (its CSV text and npz key stay exact)
+CELLS_PER_CHUNK = 4_000_000  # (resample, margin, test sample) cells simulated at once
 
 
 def margin_key(margin: float) -> str:
@@ -147,18 +148,23 @@ def exit_signals(val: dict, test: dict, rule: ExitRule) -> tuple[dict, dict, np.
     return out[0], out[1], temps
 
 
-def rule_thresholds(val: dict, margins: Sequence[float], rule: ExitRule) -> np.ndarray:
+def rule_thresholds(
+    val: dict, margins: Sequence[float], rule: ExitRule, weights=None
+) -> np.ndarray:
     """(M, L, C) thresholds of every margin: calibrated per class, or one global value.
 
     A global rule thresholds every branch and class at t = (1 - m) * top, where top is
-    the top of the signal's range (1; L for ``patience``).
+    the top of the signal's range (1; L for ``patience``). With ``weights`` (R, N)
+    integer counts, calibrate on R reweighted calibration parts at once: (R, M, L, C).
     """
     num_branches, num_classes = len(val["confs"]), int(val["num_classes"])
     top = signal_top(rule.signal, num_branches)
     m = np.asarray(margins, dtype=np.float64)
     if rule.thresholds == "global":
         values = (1.0 - m) * top
-        return np.broadcast_to(values[:, None, None], (len(m), num_branches, num_classes)).copy()
+        shape = (len(m), num_branches, num_classes)
+        out = np.broadcast_to(values[:, None, None], shape)
+        return out.copy() if weights is None else np.broadcast_to(out, (len(weights), *shape))
     if rule.needs_labels and val["labels"] is None:
         raise CalexError(
             f"calibration target '{rule.target}' needs the calibration labels, which the "
@@ -174,7 +180,57 @@ def rule_thresholds(val: dict, margins: Sequence[float], rule: ExitRule) -> np.n
         labels=val["labels"],
         backbone_pred=val["backbone_pred"],
         top=top,
+        weights=weights,
     )
+
+
+def recalibrated_curves(val, test, grid, rule: ExitRule, costs: ExitCosts, resample) -> dict:
+    """Every margin's accuracy, FR and LR when the thresholds are calibrated anew on
+    bootstrap resamples of the calibration part (docs/results.md, section Intervals).
+
+    Args:
+        val, test: the two parts as ``exit_signals`` returns them.
+        grid: the M margins.
+        resample: (val_weights (R, N_val), test_weights (R, N_test)) integer counts:
+            resample r calibrates on the calibration part counted ``val_weights[r]``
+            times and reads the test part counted ``test_weights[r]`` times.
+
+    Returns:
+        ``accuracy``, ``fr``, ``lr``: (R, M) float64 (``lr`` NaN without times). A
+        global rule reads no calibration data: (0, M).
+    """
+    val_weights, test_weights = resample
+    if rule.thresholds == "global":
+        return {key: np.empty((0, len(grid))) for key in ("accuracy", "fr", "lr")}
+    thr = rule_thresholds(val, grid, rule, val_weights)  # (R, M, L, C)
+    sets, m = thr.shape[:2]
+    tw = np.asarray(test_weights, dtype=np.float32)
+    total = tw.sum(axis=1, dtype=np.float64)[:, None]
+    macs = np.asarray(costs.macs, dtype=np.float64) / costs.total_macs
+    times = np.full(macs.shape, np.nan) if costs.times_ms is None else np.asarray(costs.times_ms)
+    labels = np.asarray(test["labels"])
+    out = {key: np.empty((sets, m)) for key in ("accuracy", "fr", "lr")}
+    step = max(1, CELLS_PER_CHUNK // max(m * tw.shape[1], 1))
+    for lo in range(0, sets, step):
+        w = tw[lo : lo + step]
+        still = np.ones((w.shape[0], m, w.shape[1]), dtype=bool)  # not yet released
+        right = np.zeros((w.shape[0], m))
+        leave = []  # weight leaving at each exit position, (r, M) each
+        for b, (conf, pred) in enumerate(zip(test["confs"], test["preds"], strict=True)):
+            pred = np.asarray(pred, dtype=np.int64)
+            released = still & (np.asarray(conf)[None, None] > thr[lo : lo + step, :, b][..., pred])
+            still &= ~released
+            leave.append(np.einsum("rmn,rn->rm", released, w, dtype=np.float64))
+            right += np.einsum("rmn,rn->rm", released, w * (pred == labels), dtype=np.float64)
+        leave.append(np.einsum("rmn,rn->rm", still, w, dtype=np.float64))
+        bb_right = w * (np.asarray(test["backbone_pred"]) == labels)
+        right += np.einsum("rmn,rn->rm", still, bb_right, dtype=np.float64)
+        part = total[lo : lo + step]
+        out["accuracy"][lo : lo + step] = right / part
+        share = np.stack(leave, axis=-1) / part[..., None]  # (r, M, L+1)
+        out["fr"][lo : lo + step] = 1.0 - share @ macs
+        out["lr"][lo : lo + step] = 1.0 - share @ times / costs.backbone_ms
+    return out
 
 
 def summary_table(exits: dict, costs: ExitCosts) -> pd.DataFrame:
@@ -207,7 +263,12 @@ def summary_table(exits: dict, costs: ExitCosts) -> pd.DataFrame:
 
 
 def sweep(
-    val: dict, test: dict, margins: Sequence[float], rule: ExitRule, costs: ExitCosts
+    val: dict,
+    test: dict,
+    margins: Sequence[float],
+    rule: ExitRule,
+    costs: ExitCosts,
+    resample=None,
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Calibrate on ``val`` and evaluate on ``test`` at every margin.
 
@@ -220,6 +281,7 @@ def sweep(
         margins: distinct margins in [0, 1] (``margin_grid``).
         rule: the exit rule.
         costs: per-exit MACs and, if measured, milliseconds.
+        resample: (val_weights, test_weights) of ``recalibrated_curves``, or None.
 
     Returns:
         table: one row per margin, columns ``sweep_columns(L)``.
@@ -227,7 +289,8 @@ def sweep(
         exits: ``margins`` (M,), ``exit_branch`` (M, N) with L = backbone, ``final_pred``
             (M, N), ``labels``, ``backbone_pred`` (N,), ``signal`` and ``branch_pred``
             (L, N: each branch's signal and prediction), ``costs``, ``total_macs``,
-            ``times_ms``, ``backbone_ms``.
+            ``times_ms``, ``backbone_ms``; with ``resample``, ``recal_accuracy``,
+            ``recal_fr`` and ``recal_lr`` (``recalibrated_curves``).
     """
     logits = rule.signal not in FILE_SIGNALS
     num_branches = _check_split(val, "val", logits)
@@ -261,6 +324,9 @@ def sweep(
         "times_ms": np.asarray(times, dtype=np.float64),
         "backbone_ms": np.float64(costs.backbone_ms),
     }
+    if resample is not None:
+        curves = recalibrated_curves(val, test, grid, rule, costs, resample)
+        exits |= {f"recal_{key}": value for key, value in curves.items()}
     thresholds = {margin_key(m): thr[i] for i, m in enumerate(grid)}
     if temps is not None:
         thresholds["temperature"] = temps
@@ -307,33 +373,22 @@ def per_class_exits(exits: dict, num_branches: int, num_classes: int, margins=No
     )
 
 
-def repartition(val: dict, test: dict, split: int, seed: int) -> tuple[dict, dict, np.ndarray]:
-    """The calibration and test parts of split ``split`` (``val``/``test`` as in ``sweep``).
+def sweep_split(val: dict, test: dict, split: int, seed: int, grid, rule: ExitRule,
+                costs: ExitCosts, resamples: int = 0, bootstrap_seed: int = 0):  # fmt: skip
+    """``sweep`` on calibration/test split ``split`` of the held-out pool [val; test].
 
-    Split 0 returns the prepared partition unchanged; split k > 0 pools the two
-    held-out parts and re-draws them (``data.splits.redraw_partition``). Also
-    returns the test part's positions in the pool [val; test], which pair the
-    same test images across recipes and seeds.
+    The parts are re-drawn with ``seed`` (``data.splits.repartition``; split 0 is the
+    prepared partition), and the thresholds recalibrated on ``resamples`` bootstrap
+    resamples of the pool (``data.splits.pool_resamples`` with ``bootstrap_seed``).
+    Returns ``sweep``'s (table, thresholds, exits), the exits with the test part's
+    pool positions ``test_index``, ``pool_size`` and ``bootstrap_seed``.
     """
-    if split > 0 and val["labels"] is None:
-        raise CalexError(
-            f"split {split} re-draws the calibration and test parts from their pool, which "
-            "needs the calibration labels; use study.splits: 1 with an unlabelled calibration set"
-        )
-    val_labels = val["labels"] if val["labels"] is not None else val["backbone_pred"]
-    val_pos, test_pos = redraw_partition(val_labels, test["labels"], split, seed)
-    if split == 0:
-        return val, test, test_pos
-    parts = []
-    for pos in (val_pos, test_pos):
-        part = {"num_classes": val["num_classes"]}
-        for key, value in val.items():
-            if key == "num_classes":
-                continue
-            if isinstance(value, list):
-                pooled = [np.concatenate([a, b]) for a, b in zip(value, test[key], strict=True)]
-                part[key] = [p[pos] for p in pooled]
-            else:
-                part[key] = np.concatenate([value, test[key]])[pos]
-        parts.append(part)
-    return parts[0], parts[1], test_pos
+    cal, tested, val_pos, test_pos = repartition(val, test, split, seed)
+    pool = len(val["backbone_pred"]) + len(test["backbone_pred"])
+    weights = pool_resamples(pool, range(1, resamples + 1), bootstrap_seed)
+    table, thresholds, exits = sweep(
+        cal, tested, grid, rule, costs, (weights[:, val_pos], weights[:, test_pos])
+    )
+    exits |= {"test_index": test_pos, "pool_size": np.int64(pool),
+              "bootstrap_seed": np.int64(bootstrap_seed)}  # fmt: skip
+    return table, thresholds, exits

@@ -1,5 +1,8 @@
 """Readers of the official on-disk formats: CIFAR-100 / CIFAR-10 python pickles, CINIC-10 folders.
 
+The CIFAR batches are pickles by their publisher's choice; they are read with an
+unpickler that admits only the types those files hold (docs/formats.md).
+
 Each returns the official splits as ``{"images": uint8 N×32×32×3 (RGB, HWC),
 "labels", "fine_labels", "index"}`` plus ``class_names`` and ``fine_class_names``.
 """
@@ -17,15 +20,44 @@ _SIZE = 32
 CIFAR10_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 
 
+_PICKLE_GLOBALS = frozenset(
+    {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),  # the official files (numpy 1)
+        ("numpy._core.multiarray", "_reconstruct"),  # the same, pickled by numpy 2
+        ("numpy.core.numeric", "_frombuffer"),  # arrays in pickle protocol 5
+        ("numpy._core.numeric", "_frombuffer"),
+        ("_codecs", "encode"),  # bytes in protocol 2 pickles written by Python 3
+    }
+)
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles what the CIFAR python batches hold and nothing else: dicts, lists,
+    strings, bytes, numbers and numpy arrays. Any other global (a function or class a
+    tampered file would call while loading) is refused before it is imported."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"it asks to load {module}.{name}, which a CIFAR batch never holds"
+            )
+        return super().find_class(module, name)
+
+
 def _load_pickle(path: Path, keys: tuple[str, ...]) -> dict[str, object]:
-    """Load one CIFAR pickle and check it has ``keys`` (stored as bytes or str)."""
+    """Load one CIFAR pickle with the restricted unpickler and check it has ``keys``."""
     try:
         with open(path, "rb") as f:
-            raw = pickle.load(f, encoding="bytes")
+            raw = _CifarUnpickler(f, encoding="bytes").load()
     except FileNotFoundError as exc:
         raise CalexError(f"dataset file {path} is missing") from exc
-    except (pickle.UnpicklingError, EOFError, AttributeError) as exc:
-        raise CalexError(f"dataset file {path} is not a CIFAR python pickle ({exc})") from exc
+    except (pickle.UnpicklingError, EOFError, AttributeError, ValueError, TypeError) as exc:
+        raise CalexError(
+            f"dataset file {path} is not a CIFAR python pickle ({exc}); download the "
+            "official archive again and extract it"
+        ) from exc
     if not isinstance(raw, dict):
         raise CalexError(f"dataset file {path} is not a CIFAR python pickle (no dict inside)")
     out = {k.decode() if isinstance(k, bytes) else k: v for k, v in raw.items()}

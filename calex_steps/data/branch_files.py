@@ -19,6 +19,14 @@ from calex_steps.errors import CalexError
 from calex_steps.io import atomic_path
 
 
+def branch_files_bytes(samples: int, num_classes: int, head_values: int) -> int:
+    """About the bytes one branch's files take: ``branch{l}.npz`` (per sample an int64
+    prediction, a float32 confidence, float32 logits and confidences), ``branch{l}.pt``
+    and its scratch file (the head's float32 values; Adam's two moments in the scratch),
+    and a few kilobytes of archive structure for each."""
+    return samples * (8 + 4 + 8 * num_classes) + 16 * head_values + 3 * 16384
+
+
 def write_branch_outputs(path: str | os.PathLike, outputs: dict[str, dict], meta: dict) -> None:
     """Write ``{split}_{key}`` arrays plus the JSON ``meta`` string to an .npz, atomically."""
     arrays = {f"{sp}_{key}": value for sp, d in outputs.items() for key, value in d.items()}
@@ -100,7 +108,13 @@ def load_branches(paths: Sequence[Path], features_id: str) -> list[tuple[dict, d
 
 
 def branch_meta(
-    recipe: str, seed: int, branch: int, features_id: str, head_macs: int, settings: dict
+    recipe: str,
+    seed: int,
+    branch: int,
+    features_id: str,
+    head_macs: int,
+    settings: dict,
+    attach_point: str,
 ) -> dict:
     """The ``meta`` a trained branch records in its head and output files."""
     return {
@@ -110,7 +124,31 @@ def branch_meta(
         "features_id": features_id,
         "head_macs": head_macs,
         "settings": settings,
+        "attach_point": attach_point,
     }
+
+
+def exit_points(metas: Sequence[dict], cache_points: Sequence[str], where) -> list[str]:
+    """The attach point of every branch, in cascade order, from the branch files' metas (a
+    file written before metas named it sits at the cache's point of its number)."""
+    points = []
+    for number, meta in enumerate(metas, start=1):
+        point = meta.get("attach_point")
+        if point is None:
+            if len(metas) != len(cache_points):
+                raise CalexError(
+                    f"got {len(metas)} branch files that do not name their attach points but "
+                    f"{where} has attach points {list(cache_points)}; pass one --branches file "
+                    "per attach point, or retrain the branches"
+                )
+            point = cache_points[number - 1]
+        if point not in cache_points:
+            raise CalexError(
+                f"{where}: branch {number} sits at '{point}', which the feature cache does not "
+                f"hold ({list(cache_points)}); rerun cache_features and the training"
+            )
+        points.append(point)
+    return points
 
 
 def read_branch_logits(

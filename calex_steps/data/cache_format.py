@@ -19,12 +19,11 @@ disk check before writing never lets a cache start that cannot finish.
 from __future__ import annotations
 
 import os
-import shutil
-from pathlib import Path
 
 import numpy as np
 
 from calex_steps.errors import CalexError
+from calex_steps.io import describe_file_system, free_bytes
 
 COMPACT_OPTIONS = ("none", "float16", "lzf", "float16_lzf")
 FLOAT16_MAX = float(np.finfo(np.float16).max)
@@ -91,11 +90,7 @@ def check_free_space(out: str | os.PathLike, needed: int, kinds: list[str], comp
     ``kinds`` (``gram``/``map`` per attach point) lets the message say which points
     store raw maps, the part that grows with the resolution.
     """
-    folder = Path(out).resolve().parent
-    probe = folder
-    while not probe.exists():  # the run folder may not exist yet
-        probe = probe.parent
-    free = shutil.disk_usage(probe).free
+    free = free_bytes(out)
     if needed <= free:
         return
     maps = [str(i) for i, kind in enumerate(kinds, start=1) if kind == "map"]
@@ -105,8 +100,8 @@ def check_free_space(out: str | os.PathLike, needed: int, kinds: list[str], comp
         fixes.append("attach at points whose packed Gram form is smaller than the map")
     if compact in ("none", "lzf"):
         fixes.append("set cache.compact: float16 (half the bytes)")
-    fixes.append(f"free space on {probe}")
+    fixes.append("free space there")
     raise CalexError(
-        f"the feature cache {out} needs about {needed / GB:.1f} GB ({stored}) but only "
-        f"{free / GB:.1f} GB are free; nothing was written; " + ", or ".join(fixes)
+        f"the feature cache {out} needs about {needed / GB:.1f} GB ({stored}) but "
+        f"{describe_file_system(out)} cannot hold it; nothing was written; " + ", or ".join(fixes)
     )

@@ -21,8 +21,39 @@ from calex_steps.data.files import sha256_file
 from calex_steps.errors import CalexError
 from calex_steps.io import open_h5
 
-FEATURE_KINDS = ("gram", "map")
+FEATURE_KINDS = ("gram", "map", "pooled")
 SPLITS = ("train", "val", "test")
+
+HEAD_FORMS = {
+    "basic": "proto",
+    "augmented": "proto",
+    "sdn": "pooled",
+    "pteenet_conv2": "map",
+    "msdnet": "map",
+    "ztw_cascading": "map",
+}
+"""What the cache stores at an attach point for each head kind (docs/formats.md): ``proto``
+= the packed Gram or the raw map, whichever is smaller (the prototype heads read M through
+either); ``pooled`` = max- and average-pooled maps (N×2×C×s×s, SDN's pooling); ``map`` = the
+raw map (convolutional heads)."""
+
+FORMS = ("proto", "pooled", "map")
+
+
+def form_dataset(f_or_group, point: int, form: str) -> str:
+    """The name of the dataset holding ``form`` at attach point ``point`` (1-based) in a split
+    group: ``feat{j}`` (proto, and map when the proto form is already the map), ``pool{j}``,
+    ``map{j}``."""
+    if form == "proto":
+        return f"feat{point}"
+    if form == "pooled":
+        return f"pool{point}"
+    if form != "map":
+        raise CalexError(f"cache form '{form}' is not one of {FORMS}")
+    proto = f_or_group.get(f"feat{point}") if f_or_group is not None else None
+    if proto is not None and _attr_value(proto.attrs.get("kind", "")) == "map":
+        return f"feat{point}"
+    return f"map{point}"
 
 
 def packed_size(d: int) -> int:
@@ -71,25 +102,36 @@ def features_meta(path: str | os.PathLike) -> dict:
         return {key: _attr_value(value) for key, value in f.attrs.items()}
 
 
-def _split_entry(f: h5py.File, path, branch: int, split: str) -> dict:
-    """One split's checked description for attach point ``branch`` (1-based): the feature
-    dataset itself (unread), its kind and d, h, w, and the labels and logits it holds."""
+def expected_shape(kind: str, attrs) -> tuple[int, ...]:
+    """The per-sample shape of a feature dataset of ``kind`` from its d, h, w attributes."""
+    d, h, w = (int(attrs[k]) for k in ("d", "h", "w"))
+    if kind == "gram":
+        return (packed_size(d),)
+    if kind == "pooled":
+        return (2, d, min(4, h), min(4, w))
+    return (d, h, w)
+
+
+def _split_entry(f: h5py.File, path, branch: int, split: str, form: str = "proto") -> dict:
+    """One split's checked description of ``form`` at attach point ``branch`` (1-based in
+    the cache's attach points): the feature dataset itself (unread), its kind and d, h, w,
+    and the labels and logits it holds."""
     if split not in f:
         raise CalexError(f"feature cache '{path}' has no split group '{split}'")
     group = f[split]
-    name = f"feat{branch}"
+    name = form_dataset(group, branch, form)
     for key in (name, "labels", "logits"):
         if key not in group:
             raise CalexError(
-                f"feature cache '{path}' has no dataset '{split}/{key}'; "
-                "check the branch number against the backbone's attach_points"
+                f"feature cache '{path}' has no dataset '{split}/{key}'; it was written for "
+                "other heads or attach points: rerun cache_features for this study"
             )
     ds = group[name]
     kind = _attr_value(ds.attrs.get("kind", ""))
     if kind not in FEATURE_KINDS:
-        raise CalexError(f"'{path}' {split}/{name} has kind '{kind}', expected gram or map")
+        raise CalexError(f"'{path}' {split}/{name} has kind '{kind}', expected {FEATURE_KINDS}")
     d, h, w = (int(ds.attrs[k]) for k in ("d", "h", "w"))
-    expected = (packed_size(d),) if kind == "gram" else (d, h, w)
+    expected = expected_shape(kind, ds.attrs)
     if ds.shape[1:] != expected:
         raise CalexError(
             f"'{path}' {split}/{name} has shape {ds.shape}, expected N×{expected} for kind {kind}"
@@ -102,7 +144,10 @@ def _split_entry(f: h5py.File, path, branch: int, split: str) -> dict:
 
 
 def load_branch_inputs(
-    path: str | os.PathLike, branch: int, splits: tuple[str, ...] | list[str]
+    path: str | os.PathLike,
+    branch: int,
+    splits: tuple[str, ...] | list[str],
+    form: str = "proto",
 ) -> dict[str, dict]:
     """Load one attach point's cached inputs for the given splits into RAM.
 
@@ -110,14 +155,15 @@ def load_branch_inputs(
 
     Args:
         path: the ``features.h5`` file.
-        branch: 1-based attach point number (dataset ``feat{branch}``).
+        branch: 1-based number of the attach point in the cache's ``attach_points``.
         splits: split group names, e.g. ``("train", "val", "test")``.
+        form: which stored form (``HEAD_FORMS``): proto, pooled or map.
 
     Returns:
-        ``{split: {"x": float32 N×P or N×d×H×W, "kind": "gram"|"map", "d", "h", "w",
-        "labels": int64 N, "logits": float32 N×C}}``.
+        ``{split: {"x": float32 N×P, N×d×H×W or N×2×d×s×s, "kind": "gram"|"map"|"pooled",
+        "d", "h", "w", "labels": int64 N, "logits": float32 N×C}}``.
     """
-    with BranchInputs(path, branch, splits, memory_mb=float("inf")) as inputs:
+    with BranchInputs(path, branch, splits, memory_mb=float("inf"), form=form) as inputs:
         return {sp: entry | {"x": entry["x"][:]} for sp, entry in inputs.splits.items()}
 
 
@@ -130,12 +176,12 @@ class BranchInputs:
     ``memory_mb``; every other read goes to the file, one batch at a time.
     """
 
-    def __init__(self, path, branch: int, splits, memory_mb: float) -> None:
+    def __init__(self, path, branch: int, splits, memory_mb: float, form: str = "proto") -> None:
         self._file = _open(path)
         try:
             self.splits = {}
             for split in splits:
-                entry = _split_entry(self._file, path, branch, split)
+                entry = _split_entry(self._file, path, branch, split, form)
                 budget = memory_mb if split == "train" else 0.0
                 self.splits[split] = entry | {"x": CacheRows(path, entry["x"], budget)}
         except BaseException:
@@ -224,22 +270,39 @@ def cache_id(path: str | os.PathLike) -> str:
     return str(root["features_id"]) if "features_id" in root else sha256_file(path)
 
 
-def read_train_targets(path: str | os.PathLike) -> tuple[np.ndarray, str]:
-    """y* = argmax of the backbone's train logits (int64 N) and the cache's ``features_id``."""
+def read_train_targets(path: str | os.PathLike, labels: bool = False) -> tuple[np.ndarray, str]:
+    """y* = argmax of the backbone's train logits (int64 N), or with ``labels`` the true train
+    labels, and the cache's ``features_id``."""
     with _open(path) as f:
         if "features_id" not in f.attrs or "train" not in f or "logits" not in f["train"]:
             raise CalexError(f"'{path}' lacks features_id or train/logits; rerun cache_features")
         fid = f.attrs["features_id"]
-        y_star = argmax_rows(f["train"]["logits"])
+        if labels:
+            y_star = np.asarray(f["train"]["labels"][...], dtype=np.int64)
+            if y_star.size and y_star.min() < 0:
+                raise CalexError(f"'{path}' has no train labels; target labels needs them")
+        else:
+            y_star = argmax_rows(f["train"]["logits"])
     fid = fid.decode() if isinstance(fid, bytes) else str(fid)
     return y_star, fid
 
 
-def feature_kinds(features: str | os.PathLike, num_branches: int) -> list[str]:
-    """How the cache stored each attach point (``gram`` or ``map``), from the test split."""
+def feature_kinds(features: str | os.PathLike, points: list[int], forms: list[str]) -> list[str]:
+    """How the cache stored ``forms[i]`` at attach point ``points[i]`` (1-based):
+    ``gram``, ``map`` or ``pooled``, from the test split."""
     with h5py.File(features, "r") as f:
-        kinds = []
-        for b in range(1, num_branches + 1):
-            kind = f["test"][f"feat{b}"].attrs.get("kind", "")
-            kinds.append(kind.decode() if isinstance(kind, bytes) else str(kind))
-    return kinds
+        return [
+            _attr_value(f["test"][form_dataset(f["test"], p, form)].attrs.get("kind", ""))
+            for p, form in zip(points, forms, strict=True)
+        ]
+
+
+def attach_index(meta: dict, point: str, path) -> int:
+    """The 1-based number of attach point ``point`` in a cache's ``attach_points``."""
+    points = list(meta.get("attach_points", []))
+    if point not in points:
+        raise CalexError(
+            f"feature cache '{path}' holds attach points {points}, not '{point}'; "
+            "rerun cache_features for this study's exits"
+        )
+    return points.index(point) + 1

@@ -11,7 +11,9 @@ Two layouts:
 
 Every image, whatever its size and mode (grey, grey + alpha, RGBA, palette,
 16-bit), becomes RGB uint8: the shorter side is resized to ``resize`` and the
-centre ``image_size``×``image_size`` is kept. Decoding runs in DataLoader
+centre ``image_size``×``image_size`` is kept. Without ``image_size`` the images'
+own size is kept when they all share one (``own_side``), and a folder of several
+sizes asks for it. Decoding runs in DataLoader
 workers, batch by batch, so the pixels of a split are never all in memory;
 an image that cannot be decoded stops the run with one line naming it.
 Torch is imported only when images are decoded (``data`` stays light).
@@ -19,6 +21,8 @@ Torch is imported only when images are decoded (``data`` stays light).
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +34,7 @@ from calex_steps.errors import CalexError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 DEFAULT_FOLDERS = {"train": "train", "val": None, "test": "test"}
 DECODE_BATCH = 256  # images per decoded batch (and per write into prepared.h5)
+log = logging.getLogger("calex")
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -207,6 +212,36 @@ def _split_files(settings: dict) -> tuple[dict, list[str], str]:
     return parts, classes, val_from
 
 
+def own_side(files: list[Path], root: str) -> int:
+    """The side an image folder is stored at when ``image_size`` is not set: that of its
+    images when they all have one size (the shorter side when they are not square).
+
+    Only the files' headers are read. Images of several sizes stop the run with one line
+    listing the sizes found: a side would then have to be chosen, which the user does.
+    """
+    from PIL import Image
+
+    sizes: Counter = Counter()
+    for path in files:
+        try:
+            with Image.open(path) as im:
+                sizes[im.size] += 1
+        except Exception:  # an unreadable file is named when it is decoded
+            continue
+    if len(sizes) == 1:
+        (width, height), count = sizes.most_common(1)[0]
+        log.info("image_size not set: all %d images are %d×%d", count, width, height)
+        return min(width, height)
+    if not sizes:
+        raise CalexError(f"no image under {root} can be read; check datasets.<key>.root")
+    shown = ", ".join(f"{w}×{h} ({n} images)" for (w, h), n in sizes.most_common(5))
+    more = f" and {len(sizes) - 5} more" if len(sizes) > 5 else ""
+    raise CalexError(
+        f"the images under {root} have {len(sizes)} sizes: {shown}{more}; set "
+        "datasets.<key>.image_size to the side they should be resized and centre-cropped to"
+    )
+
+
 def read_image_folder(settings: dict, workers: int = 0) -> tuple[dict, list[str], str]:
     """The three splits of an image-folder dataset, their images decoded lazily.
 
@@ -215,7 +250,10 @@ def read_image_folder(settings: dict, workers: int = 0) -> tuple[dict, list[str]
     of the folder it came from (class order, then file name).
     """
     parts, classes, val_source = _split_files(settings)
-    size = int(settings.get("image_size", 64))
+    size = settings.get("image_size")
+    if size is None:
+        size = own_side([f for split in parts.values() for f in split[0]], settings["root"])
+    size = int(size)
     resize = int(settings.get("resize") or size)
     if resize < size:
         raise CalexError(

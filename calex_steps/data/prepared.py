@@ -16,7 +16,7 @@ import numpy as np
 
 from calex_steps import __version__
 from calex_steps.errors import CalexError
-from calex_steps.io import atomic_path
+from calex_steps.io import atomic_path, hdf5_output, require_space
 
 SPLITS = ("train", "val", "test")
 CHUNK_BYTES = 1 << 20  # about 1 MiB of pixels per HDF5 chunk
@@ -28,11 +28,11 @@ def write_prepared(path: str | Path, splits: dict[str, dict[str, np.ndarray]], a
 
     ``splits[split]["images"]`` is an array, or an object with ``shape`` and
     ``batches()`` yielding ``(start, uint8 batch)`` (``FolderImages``): it is
-    then written batch by batch and never held whole.
+    then written batch by batch and never held whole. A file system that cannot
+    hold the file is refused before anything is written.
     """
-    import h5py
-
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+    require_space(path, prepared_bytes(splits), "the prepared file")
+    with atomic_path(path) as tmp, hdf5_output(tmp) as f:
         for key, value in attrs.items():
             f.attrs[key] = json.dumps(value) if key in _JSON_ATTRS else value
         f.attrs["calex_version"] = __version__
@@ -43,6 +43,21 @@ def write_prepared(path: str | Path, splits: dict[str, dict[str, np.ndarray]], a
                     _write_images(group, arr)
                 else:
                     group.create_dataset(name, data=arr)
+
+
+HDF5_OVERHEAD = 1 << 16
+"""Bytes of an HDF5 file beyond its arrays (superblock, groups, attributes, chunk index),
+generously: the prepared file has a dozen datasets."""
+
+
+def prepared_bytes(splits: dict[str, dict]) -> int:
+    """The size ``prepared.h5`` will have: every array's bytes plus the HDF5 overhead."""
+    total = HDF5_OVERHEAD
+    for split in SPLITS:
+        for name, arr in splits[split].items():
+            itemsize = 1 if name == "images" else np.asarray(arr).dtype.itemsize
+            total += int(np.prod(arr.shape)) * itemsize
+    return total
 
 
 def image_chunk_rows(shape: tuple[int, ...]) -> int:

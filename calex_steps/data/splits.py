@@ -1,4 +1,5 @@
-"""Seeded, stratified carving of the validation (calibration) split (docs/method.md#data)."""
+"""Seeded, stratified carving of the validation (calibration) split (docs/method.md#data),
+the calibration/test re-draws of the held-out pool, and the pool's bootstrap resamples."""
 
 from __future__ import annotations
 
@@ -80,3 +81,63 @@ def redraw_partition(
     pooled = np.concatenate([np.asarray(val_labels), np.asarray(test_labels)])
     seq = np.random.SeedSequence([int(seed), int(split)])
     return stratified_split(pooled, n_test, int(seq.generate_state(1)[0]))
+
+
+POOL_STREAM = 0x706F6F6C  # "pool": keeps the resamples apart from every other stream of a seed
+
+
+def pool_resamples(pool_size: int, replicates, seed: int) -> np.ndarray:
+    """Bootstrap resamples of the held-out pool [val; test], by replicate number.
+
+    Row i holds, for replicate ``replicates[i]`` (1, 2, ...), how often each pool
+    position is drawn when ``pool_size`` positions are drawn with replacement. A
+    replicate depends only on ``seed`` and its number, so every stage that asks for
+    it gets the same one: the sweep reweights a split's calibration part with it, the
+    tables the test part, and an image used by several splits keeps one weight.
+
+    Returns:
+        (len(replicates), pool_size) int32 counts.
+    """
+    if pool_size < 1:
+        raise CalexError(f"the held-out pool must hold at least one sample, got {pool_size}")
+    out = np.empty((len(replicates), pool_size), np.int32)
+    for row, replicate in enumerate(replicates):
+        rng = np.random.default_rng([int(seed), POOL_STREAM, int(replicate)])
+        out[row] = np.bincount(rng.integers(0, pool_size, pool_size), minlength=pool_size)
+    return out
+
+
+def repartition(
+    val: dict, test: dict, split: int, seed: int
+) -> tuple[dict, dict, np.ndarray, np.ndarray]:
+    """The calibration and test parts of split ``split`` (dicts of per-sample arrays, or
+    lists of them per branch, and ``num_classes``, as ``cascade.sweep.sweep`` takes them).
+
+    Split 0 returns the prepared partition unchanged; split k > 0 pools the two
+    held-out parts and re-draws them (``redraw_partition``). Also
+    returns both parts' positions in the pool [val; test]: the test positions pair
+    the same test images across recipes and seeds, and both give every image its
+    one weight in a bootstrap resample of the pool.
+    """
+    if split > 0 and val["labels"] is None:
+        raise CalexError(
+            f"split {split} re-draws the calibration and test parts from their pool, which "
+            "needs the calibration labels; use study.splits: 1 with an unlabelled calibration set"
+        )
+    val_labels = val["labels"] if val["labels"] is not None else val["backbone_pred"]
+    val_pos, test_pos = redraw_partition(val_labels, test["labels"], split, seed)
+    if split == 0:
+        return val, test, val_pos, test_pos
+    parts = []
+    for pos in (val_pos, test_pos):
+        part = {"num_classes": val["num_classes"]}
+        for key, value in val.items():
+            if key == "num_classes":
+                continue
+            if isinstance(value, list):
+                pooled = [np.concatenate([a, b]) for a, b in zip(value, test[key], strict=True)]
+                part[key] = [p[pos] for p in pooled]
+            else:
+                part[key] = np.concatenate([value, test[key]])[pos]
+        parts.append(part)
+    return parts[0], parts[1], val_pos, test_pos

@@ -1,7 +1,5 @@
-"""The attach points a user can choose on a backbone, with the shape and cost at each.
-
-    python -m calex_steps.models.backbones --list-attach-points torchvision:resnet50 \
-        [--input-size 224] [--width 1.0]
+"""The attach points a user can choose on a backbone, with the shape and cost at each
+(listed by ``python -m calex_steps.backbones --list-attach-points ARCH``).
 
 Candidates are the stages and blocks of a ResNet (``layer2``, ``layer2.1``) and
 the numbered blocks of the torchvision models built as ``features`` (MobileNet,
@@ -11,9 +9,6 @@ the backbone up to there, counted by ``models.flops`` on one forward pass.
 """
 
 from __future__ import annotations
-
-import argparse
-import sys
 
 import torch
 from torch import nn
@@ -43,10 +38,12 @@ def default_input_size(arch: str) -> int:
     return TORCHVISION_INPUT if arch.startswith(TORCHVISION_PREFIX) else 32
 
 
-def describe_attach_points(arch: str, width: float = 1.0, input_size: int | None = None) -> list:
+def describe_attach_points(
+    arch: str, width: float = 1.0, input_size: int | None = None, num_classes: int = 10
+) -> list:
     """``[(name, (C, H, W), cumulative MACs)]`` per candidate, then ``("total", None, MACs)``."""
     size = input_size or default_input_size(arch)
-    model = build_backbone(arch, width=width, num_classes=10).eval()
+    model = build_backbone(arch, width=width, num_classes=num_classes).eval()
     names = candidate_names(model)
     if not names:
         raise CalexError(f"{arch} has no stages (layerK) or features blocks to attach to")
@@ -66,23 +63,3 @@ def describe_attach_points(arch: str, width: float = 1.0, input_size: int | None
         h.remove()
     macs = model_stage_macs(model, names, input_size=size)
     return [(n, shapes[n], macs[n]) for n in names] + [("total", None, macs["total"])]
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Print the attach points of ``--list-attach-points ARCH``; 1 on a CalexError."""
-    p = argparse.ArgumentParser(prog="python -m calex_steps.models.backbones")
-    p.add_argument("--list-attach-points", metavar="ARCH", required=True)
-    p.add_argument("--input-size", type=int, default=None, help="side in pixels (default by arch)")
-    p.add_argument("--width", type=float, default=1.0)
-    a = p.parse_args(argv)
-    try:
-        rows = describe_attach_points(a.list_attach_points, a.width, a.input_size)
-    except CalexError as exc:
-        print(f"calex: {exc}", file=sys.stderr)
-        return 1
-    size = a.input_size or default_input_size(a.list_attach_points)
-    print(f"# attach points of {a.list_attach_points} at {size}×{size} (name, map C×H×W, MACs)")
-    for name, shape, macs in rows:
-        where = "×".join(str(v) for v in shape) if shape else "(whole network)"
-        print(f"{name:<14} {where:<16} {macs:>15,}")
-    return 0

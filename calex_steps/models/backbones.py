@@ -11,7 +11,7 @@ Three families are built by name through ``build_backbone``:
 - ``torchvision:<name>``: any torchvision classification model, built without
   weights (bring your own checkpoint: ``models.checkpoints.load_weights``);
   ``width`` narrows the torchvision ResNets only. Attach points are module
-  names; ``python -m calex_steps.models.backbones --list-attach-points
+  names; ``python -m calex_steps.backbones --list-attach-points
   torchvision:<name>`` lists them (``models.attach_points``).
 
 This module only builds networks and finds modules in them by name; loading
@@ -272,9 +272,3 @@ def resolve_module(model: nn.Module, name: str) -> nn.Module:
         f"attach point '{name}' is not a module of {type(model).__name__}; "
         f"valid names {where}: {', '.join(children)}"
     )
-
-
-if __name__ == "__main__":
-    from calex_steps.models.attach_points import main
-
-    raise SystemExit(main())

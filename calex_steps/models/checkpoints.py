@@ -3,6 +3,9 @@ checkpoints (``backbone.pt``, ``probe.pt``, ``branch{l}.pt``) with the frozen ba
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 from collections.abc import Mapping
 from os import PathLike
 from pathlib import Path
@@ -61,11 +64,11 @@ def load_weights(model: nn.Module, path_or_state_dict: str | PathLike | Mapping)
         source = str(path_or_state_dict)
         if not Path(source).is_file():
             raise CalexError(f"backbone checkpoint '{source}' does not exist; check the path")
-        try:
-            raw = torch.load(source, map_location="cpu", weights_only=True)
-        except Exception as exc:  # unpickling errors have many types
-            first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise CalexError(f"{source}: cannot be read by torch.load ({first_line})") from exc
+        raw = safe_load(
+            source,
+            "backbone checkpoint",
+            "save the weights as a plain state dict (torch.save(model.state_dict(), path))",
+        )
     state = _extract_state_dict(raw, source)
     expected = model.state_dict()
     for key, tensor in expected.items():
@@ -101,19 +104,65 @@ def checkpoint_classes(path) -> int | None:
 _HEAD_NAMES = ("fc", "linear", "classifier", "head", "heads")
 
 
-def load_checkpoint(path) -> dict:
-    """A calex checkpoint dict, with a clear error when the file is not one."""
+def reason_not_loaded(exc: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in a few words."""
+    text = str(exc)
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if found:
+        return f"it holds a Python object ({found.group(1)}), not only tensors and plain data"
+    first = (text.strip().splitlines() or [type(exc).__name__])[0]
+    return first[:160]
+
+
+def safe_load(path, what: str, fix: str) -> object:
+    """``torch.load`` of a file calex wrote, with the weights-only unpickler: tensors,
+    numbers, strings, lists and dicts load; anything else (a pickled object whose loading
+    would run code) is refused with one line naming the file, why, and ``fix``. Never
+    retried with the unrestricted unpickler."""
+    if not Path(path).is_file():
+        raise CalexError(f"{what} {path} does not exist; {fix}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling and archive errors have many types
+        raise CalexError(f"{what} {path} was refused: {reason_not_loaded(exc)}; {fix}") from exc
+
+
+def tensor_sha256(state: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 of a state dict: every key, dtype, shape and the tensor's bytes, in key order."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        tensor = state[key].detach().cpu().contiguous()
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+REGENERATE = "delete it and rerun the rule that writes it"
+
+
+def load_checkpoint(path) -> dict:
+    """A calex checkpoint (``backbone.pt``, ``probe.pt``, ``branch{l}.pt``) loaded without
+    running code, its tensors checked against the SHA-256 recorded at writing
+    (docs/formats.md); one line naming the file when it is not one or is damaged."""
+    ckpt = safe_load(path, "checkpoint", REGENERATE)
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), Mapping):
+        raise CalexError(f"{path} is not a calex checkpoint (no 'state_dict'); {REGENERATE}")
+    recorded = ckpt.get("tensor_sha256")
+    if recorded is not None and recorded != tensor_sha256(ckpt["state_dict"]):
         raise CalexError(
-            f"cannot read checkpoint {path} ({exc}); rerun the rule that writes it"
-        ) from exc
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise CalexError(
-            f"{path} is not a calex checkpoint (no 'state_dict'); rerun the rule that writes it"
+            f"checkpoint {path} is damaged: its tensors do not match the SHA-256 recorded "
+            f"when it was written; {REGENERATE}"
         )
     return ckpt
+
+
+def json_fields(fields: dict, path) -> dict:
+    """``fields`` as JSON values (tuples become lists); a value JSON cannot hold is a bug
+    of the writer, reported with the file it was meant for."""
+    try:
+        return json.loads(json.dumps(fields))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"metadata of {path} is not JSON-serialisable: {exc}") from exc
 
 
 def load_frozen_backbone(path, device) -> tuple[nn.Module, dict]:
@@ -137,16 +186,19 @@ def load_classifier(model: nn.Module, probe_path, device) -> nn.Linear:
 
 def save_head(path, head: nn.Module, meta: dict) -> None:
     """Write a trained branch head as ``branch{l}.pt``: its config, CPU weights and ``meta``."""
-    state = {k: v.cpu() for k, v in head.state_dict().items()}
-    with atomic_path(path) as tmp:
-        torch.save({"head_config": head.config, "state_dict": state, **meta}, tmp)
+    _save(path, head, {"head_config": head.config, **meta})
 
 
 def save_checkpoint(path, module: nn.Module, **fields) -> dict:
     """Write a calex checkpoint (``backbone.pt``, ``probe.pt``) atomically: ``fields``, the
     module's CPU weights under ``state_dict`` and the calex version. Returns the dict."""
-    state = {k: v.cpu() for k, v in module.state_dict().items()}
-    ckpt = {**fields, "state_dict": state, "calex_version": __version__}
-    with atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
+    return _save(path, module, {**fields, "calex_version": __version__})
+
+
+def _save(path, module: nn.Module, fields: dict) -> dict:
+    """``fields`` (as JSON values), the CPU weights and their SHA-256, written atomically."""
+    state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    ckpt = {**json_fields(fields, path), "state_dict": state, "tensor_sha256": tensor_sha256(state)}
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:  # a full disk: an OSError
+        torch.save(ckpt, handle)
     return ckpt

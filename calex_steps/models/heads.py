@@ -1,4 +1,9 @@
-"""Prototype branch heads (docs/method.md#heads) and their inference MACs.
+"""Branch heads: the prototype heads (docs/method.md#heads), the registry of every head
+kind, and their inference MACs (docs/method.md#flops).
+
+The other kinds (the early-exit literature's heads) live in
+:mod:`calex_steps.models.exit_heads`; ``build_head`` rebuilds any kind from its saved
+``config`` and ``head_form`` names the cache form each kind reads.
 
 A head sees a feature map X (d×H×W) only through the prototype responses
 M_k = mean_{u,v} (w_k · x_uv)² = w_kᵀ G w_k, G = mean_{u,v} x_uv x_uvᵀ, so it
@@ -11,16 +16,19 @@ order one, so M is of order one with the default initialisation.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from calex_steps.data.feature_cache import packed_size
+from calex_steps.data.feature_cache import HEAD_FORMS, packed_size
+from calex_steps.errors import CalexError
+from calex_steps.models.exit_heads import LITERATURE_HEADS, HeadOutputs, LiteratureHead
 from calex_steps.models.flops import count_macs
 
-HEAD_KINDS = ("basic", "augmented")
+PROTOTYPE_KINDS = ("basic", "augmented")
+HEAD_KINDS = (*PROTOTYPE_KINDS, *LITERATURE_HEADS)
+"""Every head kind a recipe's ``head:`` can name."""
 
 
-class PrototypeHead(nn.Module):
+class PrototypeHead(HeadOutputs):
     """K prototypes (a bias-free 1×1 conv), optional MLP, independent cls and conf layers.
 
     Args:
@@ -44,8 +52,8 @@ class PrototypeHead(nn.Module):
         cascade_input_dim: int = 0,
     ) -> None:
         super().__init__()
-        if kind not in HEAD_KINDS:
-            raise ValueError(f"head kind '{kind}' is not one of {HEAD_KINDS}")
+        if kind not in PROTOTYPE_KINDS:
+            raise ValueError(f"head kind '{kind}' is not one of {PROTOTYPE_KINDS}")
         self.config = {
             "d": d,
             "num_classes": num_classes,
@@ -99,37 +107,63 @@ class PrototypeHead(nn.Module):
     def represent(self, m: torch.Tensor, prev_logits: torch.Tensor | None = None) -> torch.Tensor:
         """Representation fed to the output layers: N×K, or N×(K+C_prev) with cascade input."""
         rep = self.mlp(self.norm(m)) if self.config["kind"] == "augmented" else m
-        if self.config["cascade_input_dim"] > 0:
-            if prev_logits is None:
-                raise ValueError("this head has a cascade input: pass the previous logits")
-            prev = F.layer_norm(prev_logits.detach(), prev_logits.shape[-1:])
-            rep = torch.cat([rep, prev], dim=1)
-        return rep
-
-    def outputs(self, rep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(cls_logits N×C, conf_logits N×C pre-sigmoid) from a representation."""
-        return self.cls(rep), self.conf(rep)
-
-    def forward(
-        self, x: torch.Tensor, prev_logits: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(cls_logits, conf_logits) from a map or packed Gram input."""
-        return self.outputs(self.represent(self.responses(x), prev_logits))
-
-    def classification_parameters(self) -> list[nn.Parameter]:
-        """Parameters trained in stage 1: prototypes, LayerNorm/MLP, cls layer."""
-        return [p for name, p in self.named_parameters() if not name.startswith("conf.")]
+        return self.with_cascade_input(rep, prev_logits)
 
 
-def head_macs(head: PrototypeHead, d: int, h: int, w: int) -> int:
+def head_form(kind: str) -> str:
+    """The cache form a head kind reads (``data.feature_cache.HEAD_FORMS``, the one table the
+    light workflow code reads too): ``proto`` (packed Gram or raw map, whichever is smaller),
+    ``pooled`` (``exit_heads.pooled_features``) or ``map`` (the raw map)."""
+    if kind not in HEAD_KINDS:
+        raise CalexError(
+            f"head kind '{kind}' is not one of {', '.join(HEAD_KINDS)}; fix the recipe"
+        )
+    return HEAD_FORMS[kind]
+
+
+def head_config(kind: str, d: int, h: int, w: int, num_classes: int, prototypes: int = 64,
+                cascade_input_dim: int = 0) -> dict:  # fmt: skip
+    """The constructor arguments (``config``) of a head of ``kind`` for a d×H×W attach point:
+    what ``build_head`` takes and a branch checkpoint records."""
+    head_form(kind)  # a one-line error for an unknown kind
+    config = {"kind": kind, "d": d, "num_classes": num_classes,
+              "cascade_input_dim": cascade_input_dim}  # fmt: skip
+    if kind in PROTOTYPE_KINDS:
+        config["prototypes"] = prototypes
+    elif kind in ("sdn", "ztw_cascading"):
+        config.update(h=h, w=w)
+    return config
+
+
+def new_head(kind: str, *, d: int, h: int, w: int, num_classes: int,
+             cascade_input_dim: int = 0, prototypes: int = 64) -> nn.Module:  # fmt: skip
+    """A freshly initialised head of ``kind`` for a d×H×W attach point (seed the RNG first)."""
+    return build_head(head_config(kind, d, h, w, num_classes, prototypes, cascade_input_dim))
+
+
+def build_head(config: dict) -> nn.Module:
+    """The head a saved ``config`` describes (its ``kind`` picks the class)."""
+    kind = config.get("kind")
+    if kind in PROTOTYPE_KINDS:
+        return PrototypeHead(**config)
+    if kind in LITERATURE_HEADS:
+        return LITERATURE_HEADS[kind](**config)
+    raise CalexError(f"head kind '{kind}' is not one of {', '.join(HEAD_KINDS)}; fix the recipe")
+
+
+def head_macs(head: nn.Module, d: int, h: int, w: int) -> int:
     """MACs of the head's inference path on one raw d×H×W map (docs/method.md#flops).
 
-    The 1×1 conv (K·d·H·W) and every linear layer are counted by
-    :func:`calex_steps.flops.count_macs` on a 1-sample dummy map; the squaring
-    (K·H·W) is not a layer and is added here.
+    Convolutions and linear layers are counted by :func:`calex_steps.flops.count_macs`
+    on a 1-sample dummy map (pooling, BatchNorm and activations are not counted). A
+    prototype head's path is the 1×1 conv on the map, whose squaring (K·H·W) is not a
+    layer and is added here; the other kinds run on their cache form of the map
+    (``cache_input``), which is what their inference form computes.
     """
     param = next(head.parameters())
     x = torch.zeros(1, d, h, w, dtype=param.dtype, device=param.device)
     prev_dim = head.config["cascade_input_dim"]
     prev = torch.zeros(1, prev_dim, dtype=param.dtype, device=param.device) if prev_dim else None
+    if isinstance(head, LiteratureHead):
+        return count_macs(head, head.cache_input(x), prev)
     return count_macs(head, x, prev) + head.config["prototypes"] * h * w

@@ -14,6 +14,7 @@ from calex_steps.data.feature_cache import use_gram
 from calex_steps.data.prepared import read_arrays
 from calex_steps.errors import CalexError
 from calex_steps.models.backbones import classifier_module, resolve_module
+from calex_steps.models.exit_heads import pooled_features
 from calex_steps.models.gram import pack_gram
 
 
@@ -67,6 +68,20 @@ def run_with_taps(
     return {name: tap.features[name] for name in attach_points}, tap.penultimate, logits
 
 
+@torch.no_grad()
+def forward_order(model: nn.Module, names: Sequence[str], image_side: int) -> list[str]:
+    """``names`` in the order the forward pass reaches them (one blank image through the
+    model, in eval mode), whatever order they were given in."""
+    param = next(model.parameters())
+    x = torch.zeros(1, 3, image_side, image_side, dtype=param.dtype, device=param.device)
+    with FeatureTap(model, names) as tap:
+        model(x)
+    missing = [name for name in names if name not in tap.features]
+    if missing:
+        raise CalexError(f"attach points {missing} never ran in the forward pass; choose others")
+    return [name for name in tap.features if name in names]
+
+
 def preprocess(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """uint8 N×H×W×3 RGB -> float32 N×3×H×W: ``(images / 255 - mean) / std`` per channel,
     on the device of ``images``."""
@@ -117,16 +132,33 @@ def penultimate_features(model, images, norm: dict, device, batch_size: int = 25
 
 @torch.no_grad()
 def extract_batch(model, classifier, images, norm, attach, device):
-    """Per-attach-point cache entries (float32 numpy) and logits of one uint8 batch."""
+    """Logits (float32 numpy N×C) and feature maps by attach point of one uint8 batch."""
     x = preprocess(images.to(device), norm["mean"], norm["std"])
     feats, penultimate, _ = run_with_taps(model, x, attach)
-    logits = classifier(penultimate)
+    return classifier(penultimate).float().cpu().numpy(), feats
+
+
+def cache_entries(feats: dict[str, torch.Tensor], attach: dict[str, list[str]]) -> list[tuple]:
+    """What the feature cache stores for one batch: ``(point number, form, kind, float32
+    array)`` per attach point (1-based, in ``attach``'s order) and form (``HEAD_FORMS``).
+
+    ``proto`` is the packed Gram or the raw map, whichever is smaller; ``pooled`` SDN's max-
+    and average-pooled maps (``models.exit_heads.pooled_features``); ``map`` the raw map, left
+    out where ``proto`` already stored it.
+    """
     entries = []
-    for name in attach:
+    for num, (name, forms) in enumerate(attach.items(), start=1):
         fmap = feats[name]
-        d, h, w = fmap.shape[1:]
-        entries.append(pack_gram(fmap) if use_gram(d, h, w) else fmap)
-    return [e.float().cpu().numpy() for e in entries], logits.float().cpu().numpy(), feats
+        gram = use_gram(*fmap.shape[1:])
+        for form in forms:
+            if form == "proto":
+                entries.append((num, form, "gram" if gram else "map",
+                                pack_gram(fmap) if gram else fmap))  # fmt: skip
+            elif form == "pooled":
+                entries.append((num, form, "pooled", pooled_features(fmap)))
+            elif not (form == "map" and "proto" in forms and not gram):
+                entries.append((num, form, "map", fmap))
+    return [(n, f, k, e.float().cpu().numpy()) for n, f, k, e in entries]
 
 
 @contextlib.contextmanager
@@ -157,3 +189,29 @@ def load_split(path, split: str, label_key: str,
     ``prepared.h5`` (its first ``rows`` samples when given), as CPU tensors."""
     images, labels = read_arrays(path, split, ("images", label_key), rows)
     return torch.from_numpy(images), torch.from_numpy(labels)
+
+
+def chance_ceiling(num_classes: int) -> float:
+    """The accuracy at or under which a classifier counts as near chance: twice chance,
+    2/C (for two classes, where that is every image, 75%)."""
+    return 0.75 if num_classes <= 2 else 2.0 / num_classes
+
+
+def refuse_near_chance(accuracy: float, num_classes: int, what: str, input_size: int,
+                       normalization: dict) -> None:  # fmt: skip
+    """Stop with one line when ``what`` (an imported checkpoint, or its probe) scores at
+    most ``chance_ceiling`` on the validation split, naming the usual causes and the values
+    in force; ``backbones.<key>.accept_near_chance`` lets the run go on."""
+    ceiling = chance_ceiling(num_classes)
+    if accuracy > ceiling:
+        return
+    mean = [round(v, 4) for v in normalization["mean"]]
+    std = [round(v, 4) for v in normalization["std"]]
+    raise CalexError(
+        f"{what} scores {accuracy:.1%} on the validation split, near chance ({num_classes} "
+        f"classes: at most {ceiling:.1%}); likely causes: the images are prepared at "
+        f"{input_size}×{input_size} but the checkpoint was trained at another size (set "
+        f"datasets.<key>.image_size), its normalization is not mean {mean} std {std} "
+        "(backbones.<key>.normalization), or the class folders are not in the order of its "
+        "outputs; fix the cause, or set backbones.<key>.accept_near_chance: true to go on"
+    )

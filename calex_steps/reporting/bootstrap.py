@@ -1,23 +1,26 @@
-"""Point estimates and paired, two-level bootstrap replicates of every reported number.
+"""Point estimates and paired bootstrap replicates of every reported number.
 
 One run (recipe, seed, split) gives, per frontier margin and test image, the
 image's exit and whether the cascade got it right; accuracy, FR, LR and the
 backbone's accuracy are all means over the split's test images. So each
 number the tables print (loss at a fixed FR or LR, the largest FR within a
-loss budget, the loss at the tightest margin) is a function of which test
-images were drawn, and of which seeds and splits were run.
+loss budget, the loss at the tightest margin) is a function of which images
+the held-out pool holds, how the thresholds were calibrated on them, and which
+seeds were run.
 
-The bootstrap resamples both (docs/results.md, section Intervals):
-  1. within a split, the test images: one multinomial count vector per
-     replicate, shared by every recipe and seed of the split (they classify the
-     same images, matched by ``test_index``): differences are paired;
-  2. across runs, the seeds and the splits, with replacement and independently
-     (a crossed design), shared by every recipe: recipe r's seed s is compared
-     with the reference's seed s.
-A replicate averages, over its drawn seeds × drawn splits, the numbers read on
-the image-resampled curves of those runs. Each drawn split slot takes its
-own image resample, so a split drawn twice is not counted with the same images
-twice. Column 0 of every array is the observed data (all weights 1).
+The bootstrap resamples what the numbers were made from (docs/results.md,
+section Intervals):
+  1. the held-out pool's images: replicate b draws the pool [val; test] with
+     replacement once (``data.splits.pool_resamples``); an image's count weights it
+     in the test part of every split that holds it, for every recipe and seed, so
+     overlapping splits share it and differences are paired;
+  2. the calibration: each sweep recalibrated its thresholds on the calibration part
+     of R of those resamples and read the test part of the same resample
+     (``cascade.sweep.recalibrated_curves``); replicate b adds to each reading the
+     shift that recalibrating on resample 1 + (b - 1) mod R made to it;
+  3. the seeds: drawn with replacement, the same draw for every recipe.
+A replicate averages, over its drawn seeds and every split, those readings.
+Column 0 of every array is the observed data (all weights 1).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from calex_steps.data.splits import pool_resamples
 from calex_steps.errors import CalexError
 from calex_steps.reporting.curves import (
     MISSING,
@@ -110,13 +114,15 @@ def stream(seed: int, *keys: str | int) -> np.random.Generator:
     return np.random.default_rng([seed, *words])
 
 
-def image_weights(n: int, resamples: int, rng: np.random.Generator) -> np.ndarray:
-    """(1 + B, n) float32: row 0 all ones (the data), then B multinomial resamples of n images."""
-    draws = rng.integers(0, n, size=(resamples, n))
-    counts = np.bincount(
-        (draws + n * np.arange(resamples)[:, None]).ravel(), minlength=resamples * n
-    )
-    return np.vstack([np.ones((1, n)), counts.reshape(resamples, n)]).astype(np.float32)
+def split_weights(pool_size: int, test_index: np.ndarray, resamples: int, seed: int) -> np.ndarray:
+    """(1 + B, n) float32: row 0 all ones (the data), then how often each of the split's
+    test images (pool positions ``test_index``) is drawn in pool resamples 1..B."""
+    out = np.ones((resamples + 1, test_index.size), np.float32)
+    step = max(1, 2_000_000 // pool_size)  # resamples drawn at once (bounds the memory)
+    for lo in range(1, resamples + 1, step):
+        rows = range(lo, min(lo + step, resamples + 1))
+        out[rows.start : rows.stop] = pool_resamples(pool_size, rows, seed)[:, test_index]
+    return out
 
 
 def axis_readings(x, acc, bb, targets, tolerance: float, iso_losses=()) -> dict:
@@ -150,28 +156,53 @@ def axis_readings(x, acc, bb, targets, tolerance: float, iso_losses=()) -> dict:
 
 
 def run_readings(exits: dict, weights: np.ndarray, design: Design, tight_row: int) -> dict:
-    """Every reading of one run, observed (column 0) and per image resample.
+    """Every reading of one run, observed (column 0) and per replicate (columns 1..B).
+
+    ``weights`` (1+B, n): the test images' counts in each replicate (``split_weights``).
+    Where the run holds R recalibrated curves, replicate b's reading is shifted by
+    what recalibrating on resample 1 + (b - 1) mod R changed in that resample's reading.
 
     Returns {view: (values (T, 1+B), status (T,))} for views ``loss_fr``,
     ``iso_fr``, ``tight`` and (when the run has latency) ``loss_lr``, plus
     ``reached_fr`` / ``reached_lr``.
     """
-    n = exits["labels"].shape[0]
+    total = weights.sum(axis=1, dtype=np.float64)
+    columns = weights.shape[0]
+    sets = min(exits["recal_accuracy"].shape[0], columns - 1)
 
     def mean(per_image: np.ndarray) -> np.ndarray:
         """(M, N) per-image values -> (M, 1+B) weighted means (``W @ A.T``: BLAS's fast case)."""
-        return (weights @ per_image.astype(np.float32).T).T.astype(np.float64) / n
+        sums = (weights @ per_image.astype(np.float32).T).T.astype(np.float64)
+        return sums / np.maximum(total, 1e-12)
+
+    def shifted(values: np.ndarray) -> np.ndarray:
+        """(T, 1+B+R) readings of the replicates then of the recalibrated curves -> (T, 1+B)."""
+        base = values[:, :columns]
+        if sets:
+            shift = values[:, columns:] - base[:, 1 : 1 + sets]
+            base[:, 1:] += shift[:, np.arange(columns - 1) % sets]
+        return base
 
     acc = mean(exits["final_pred"] == exits["labels"])
     bb = mean((exits["backbone_pred"] == exits["labels"])[None])[0]
-    fr = 1.0 - mean((exits["costs"] / float(exits["total_macs"]))[exits["exit_branch"]])
-    fr_view = axis_readings(fr, acc, bb, design.fr_targets, design.tolerance, design.iso_losses)
-    out = {"loss_fr": fr_view["loss"], "iso_fr": fr_view["iso"], "reached_fr": fr_view["reached"]}
-    out["tight"] = (100.0 * (bb - acc[tight_row])[None], np.zeros(1, np.int8))
+    recal_bb = bb[1 : 1 + sets]  # the recalibrated curves read the same resamples
+    acc_all = np.hstack([acc, exits["recal_accuracy"][:sets].T])
+    bb_all = np.r_[bb, recal_bb]
+    axes = {"fr": (exits["costs"] / float(exits["total_macs"]), "recal_fr", design.fr_targets)}
     if has_latency(exits):
-        lr = 1.0 - mean((exits["times_ms"] / float(exits["backbone_ms"]))[exits["exit_branch"]])
-        lr_view = axis_readings(lr, acc, bb, design.lr_targets, design.tolerance)
-        out["loss_lr"], out["reached_lr"] = lr_view["loss"], lr_view["reached"]
+        axes["lr"] = (exits["times_ms"] / float(exits["backbone_ms"]), "recal_lr",
+                      design.lr_targets)  # fmt: skip
+    out = {}
+    for axis, (cost, key, targets) in axes.items():
+        x = np.hstack([1.0 - mean(cost[exits["exit_branch"]]), exits[key][:sets].T])
+        iso = design.iso_losses if axis == "fr" else ()
+        view = axis_readings(x, acc_all, bb_all, targets, design.tolerance, iso)
+        out[f"loss_{axis}"] = (shifted(view["loss"][0]), view["loss"][1])
+        out[f"reached_{axis}"] = view["reached"]
+        if iso:
+            out["iso_fr"] = (shifted(view["iso"][0]), view["iso"][1])
+    tight = 100.0 * (bb_all - acc_all[tight_row])[None]
+    out["tight"] = (shifted(tight), np.zeros(1, np.int8))
     return out
 
 
@@ -196,31 +227,22 @@ def aligned(exits: dict, order_ref: np.ndarray | None, path: Path) -> dict:
     return out
 
 
-def _combine(values: np.ndarray, draws: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
-    """(B, R, T) replicates from per-run readings ``values`` (R, S, K, T, 1+B)."""
-    seeds, splits, columns = draws  # (B, S), (B, K), (B, K)
-    picked = values[:, seeds[:, :, None], splits[:, None, :], :, columns[:, None, :]]
-    return picked.mean(axis=(1, 2))  # picked: (B, S, K, R, T)
+def seed_draws(num_seeds: int, resamples: int, rng) -> np.ndarray:
+    """(B, S) how often each seed is drawn in each replicate (S draws with replacement)."""
+    draws = rng.integers(0, num_seeds, size=(resamples, num_seeds))
+    return np.stack([np.bincount(row, minlength=num_seeds) for row in draws]).astype(np.float64)
 
 
-def top_draws(num_seeds, num_splits, resamples, rng) -> tuple[np.ndarray, ...]:
-    """Seeds and splits drawn with replacement per replicate, and the image resample
-    (column 1..B) each drawn split slot uses: distinct within a replicate."""
-    seeds = rng.integers(0, num_seeds, size=(resamples, num_seeds))
-    splits = rng.integers(0, num_splits, size=(resamples, num_splits))
-    stride = max(resamples // num_splits, 1)
-    slots = np.arange(num_splits) * stride
-    columns = 1 + (np.arange(resamples)[:, None] + slots[None]) % resamples
-    return seeds, splits, columns
-
-
-def estimate(values, status, reached, targets, draws) -> Estimate:
-    """Combine per-run readings (R, S, K, T, 1+B) into one ``Estimate``."""
+def estimate(values, status, reached, targets, seed_counts) -> Estimate:
+    """Combine per-run readings (R, S, K, T, 1+B) into one ``Estimate``: a replicate is
+    the mean over its drawn seeds (``seed_counts`` (B, S)) and every split."""
     cell = status.max(axis=(1, 2))  # (R, T): the worst run decides
     gone = cell == MISSING
     per_run = values[..., 0].reshape(values.shape[0], -1, values.shape[3])  # (R, S*K, T)
     point = np.where(gone, np.nan, per_run.mean(axis=1))
-    reps = np.where(gone[None], np.nan, _combine(values, draws))
+    by_seed = values[..., 1:].mean(axis=2)  # (R, S, T, B)
+    reps = np.einsum("bs,rstb->brt", seed_counts, by_seed) / seed_counts.shape[1]
+    reps = np.where(gone[None], np.nan, reps)
     return Estimate(
         np.asarray(targets, float), point, reps, per_run, cell, reached.min(axis=(1, 2))
     )
@@ -246,8 +268,24 @@ def check_frontier(exits: dict, margins, accuracy, path: Path) -> None:
         raise CalexError(f"frontier.csv beside {path} does not match its exits; {RERUN}")
 
 
+def check_resamples(exits: dict, design: Design, resamples: int | None, path: Path) -> None:
+    """The recalibrated curves must come from this bootstrap's pool resamples."""
+    sets = exits["recal_accuracy"].shape[0]
+    if sets and int(exits["bootstrap_seed"]) != design.seed:
+        raise CalexError(
+            f"{path} was recalibrated on the resamples of bootstrap seed "
+            f"{int(exits['bootstrap_seed'])}, the tables use {design.seed} "
+            f"(report.bootstrap_seed); {RERUN}"
+        )
+    if resamples is not None and sets not in (0, resamples):
+        raise CalexError(
+            f"{path} holds {sets} recalibrated resamples, report.calibration_resamples asks "
+            f"for {resamples}; {RERUN}"
+        )
+
+
 def bootstrap_backbone(runs: dict, recipes, seeds, splits, design: Design, backbone: str,
-                       tight_margin: float) -> dict:  # fmt: skip
+                       tight_margin: float, calibration_resamples=None) -> dict:  # fmt: skip
     """Estimates of every view for one (dataset, backbone).
 
     Args:
@@ -255,8 +293,10 @@ def bootstrap_backbone(runs: dict, recipes, seeds, splits, design: Design, backb
             margins and accuracies of its ``frontier.csv``, ascending by margin).
         recipes, seeds, splits: the grid, every cell present.
         design: targets, tolerance, resamples, seed.
-        backbone: its name (keys the random streams).
+        backbone: its name (keys the seeds' random stream).
         tight_margin: the paper grid's smallest margin.
+        calibration_resamples: how many recalibrated curves a run must hold (0 for a
+            rule that reads no calibration data); None checks nothing.
 
     Returns:
         {view: Estimate} for ``loss_fr``, ``iso_fr``, ``tight`` and, when every
@@ -269,16 +309,22 @@ def bootstrap_backbone(runs: dict, recipes, seeds, splits, design: Design, backb
     }
     status = {v: np.full((*shape, len(t)), MISSING, np.int8) for v, t in targets.items()}
     reached = {axis: np.full(shape, np.nan) for axis in ("fr", "lr")}
+    pool = None
     for k, split in enumerate(splits):
-        rng = stream(design.seed, backbone, "images", split)
         weights, reference = None, None
         for (r, recipe), (s, seed) in itertools.product(enumerate(recipes), enumerate(seeds)):
             path, margins, accuracy = runs[(recipe, seed, split)]
             exits = aligned(load_exits(path), reference, path)
             check_frontier(exits, margins, accuracy, path)
+            check_resamples(exits, design, calibration_resamples, path)
+            if pool is None:
+                pool = int(exits["pool_size"])
+            if int(exits["pool_size"]) != pool:
+                raise CalexError(f"{path} was swept on another held-out pool than the "
+                                 f"study's other runs; {RERUN} for all")  # fmt: skip
             if weights is None:
                 reference = exits["test_index"]
-                weights = image_weights(reference.size, design.resamples, rng)
+                weights = split_weights(pool, reference, design.resamples, design.seed)
             rows = np.flatnonzero(np.isclose(exits["margins"], tight_margin, rtol=0, atol=1e-9))
             if rows.size == 0:
                 raise CalexError(f"{path} lacks the margin {tight_margin:g}; {RERUN}")
@@ -288,10 +334,10 @@ def bootstrap_backbone(runs: dict, recipes, seeds, splits, design: Design, backb
                     values[view][r, s, k], status[view][r, s, k] = got[view]
             for axis in reached:
                 reached[axis][r, s, k] = got.get(f"reached_{axis}", np.nan)
-    draws = top_draws(len(seeds), len(splits), design.resamples, stream(design.seed, backbone))
+    counts = seed_draws(len(seeds), design.resamples, stream(design.seed, backbone))
     measured = {v for v in VIEWS if v != "loss_lr" or np.isfinite(reached["lr"]).all()}
     return {
-        v: estimate(values[v], status[v], reached[AXIS[v]], targets[v], draws)
+        v: estimate(values[v], status[v], reached[AXIS[v]], targets[v], counts)
         for v in VIEWS
         if v in measured
     }

@@ -4,11 +4,15 @@ Each claim is a sign claim about a contrast of accuracy losses (a weighted sum
 over recipes, e.g. calexnet − noalign), read at FRs every involved run
 measured. Its verdict comes from the bootstrap replicates ``make_tables``
 saved (docs/results.md, section Claims):
-  holds               at every FR tested, the interval excludes zero on the claimed side;
+  holds               at every measured FR, the interval excludes zero on the claimed side;
   refuted             at some FR, the Bonferroni-widened interval (level 1 − α/k for
                       k FRs) excludes zero on the other side;
   not distinguishable otherwise;
   not tested          a recipe it needs was not run, or no FR was measured by all of them.
+Every interval is a per-comparison one: nothing corrects for the number of claims,
+recipes or datasets checked. The claims are built from the names of the recipes
+that play each part (``paper_claims``), so one set of roles can be checked per
+family of recipes.
 """
 
 from __future__ import annotations
@@ -37,24 +41,36 @@ class Claim:
     sign: int
 
 
-CLAIMS = (
-    Claim("CalexNet loses less accuracy than the no-alignment reference at every FR",
-          "loss(calexnet) − loss(noalign)", (("calexnet", 1.0), ("noalign", -1.0)), "all", -1),
-    Claim("KD is the dominant lever of the 2×2 ablation (its main effect exceeds alignment's)",
-          "loss(kd_only) − loss(align_only), which equals KD's main effect minus alignment's",
-          (("kd_only", 1.0), ("align_only", -1.0)), "ablation", -1),
-    Claim("Alignment alone (without KD) is slightly negative",
-          "loss(align_only) − loss(noalign)", (("align_only", 1.0), ("noalign", -1.0)),
-          "ablation", 1),
-    Claim("Alignment and KD together are super-additive",
-          "loss(calexnet) − loss(kd_only) − loss(align_only) + loss(noalign): the joint gain "
-          "over noalign minus the sum of the two single gains",
-          (("calexnet", 1.0), ("kd_only", -1.0), ("align_only", -1.0), ("noalign", 1.0)),
-          "ablation", -1),
-    Claim("At the tightest margin CalexNet stays near the backbone's accuracy",
-          "loss(calexnet) at the tightest margin of the paper grid", (("calexnet", 1.0),),
-          "tight", -1),
-)  # fmt: skip
+# The parts the paper's recipes play in its claims, by their names in this project.
+PAPER_ROLES = {"joint": "calexnet", "reference": "noalign", "align": "align_only",
+               "kd": "kd_only"}  # fmt: skip
+
+
+def paper_claims(roles: dict[str, str] | None = None) -> tuple[Claim, ...]:
+    """The paper's five claims for the recipes playing ``roles`` (keys of
+    ``PAPER_ROLES``: the joint recipe with alignment and KD, the reference with
+    neither, alignment alone, KD alone)."""
+    r = {**PAPER_ROLES, **(roles or {})}
+    j, ref, a, kd = r["joint"], r["reference"], r["align"], r["kd"]
+    return (
+        Claim(f"{j} loses less accuracy than the no-alignment reference {ref} at every "
+              "measured FR", f"loss({j}) − loss({ref})", ((j, 1.0), (ref, -1.0)), "all", -1),
+        Claim(f"KD is the dominant lever of the 2×2 ablation: {kd} loses less than {a} "
+              "(KD's main effect exceeds alignment's)", f"loss({kd}) − loss({a}), which "
+              "equals KD's main effect minus alignment's", ((kd, 1.0), (a, -1.0)),
+              "ablation", -1),
+        Claim(f"Alignment alone without KD ({a}) is slightly negative",
+              f"loss({a}) − loss({ref})", ((a, 1.0), (ref, -1.0)), "ablation", 1),
+        Claim("Alignment and KD together are super-additive",
+              f"loss({j}) − loss({kd}) − loss({a}) + loss({ref}): the joint gain over "
+              f"{ref} minus the sum of the two single gains",
+              ((j, 1.0), (kd, -1.0), (a, -1.0), (ref, 1.0)), "ablation", -1),
+        Claim(f"At the tightest margin {j} stays near the backbone's accuracy",
+              f"loss({j}) at the tightest margin of the paper grid", ((j, 1.0),), "tight", -1),
+    )  # fmt: skip
+
+
+CLAIMS = paper_claims()
 
 
 def read_bootstrap(path: Path) -> dict:
@@ -88,19 +104,20 @@ def _contrast(boot: dict, b: int, claim: Claim):
 
 
 def check(boot: dict, b: int, claim: Claim, confidence: float, allowance: float) -> tuple:
-    """(verdict, evidence lines) of one claim on backbone ``b`` of a dataset.
+    """(verdict, evidence lines, where it was tested) of one claim on backbone ``b``.
 
     The contrast is compared with 0, or with ``allowance`` (points) for the
-    tightest-margin claim.
+    tightest-margin claim. ``where`` names the FRs (or the margin) every recipe
+    involved measured, e.g. ``FR 0.4, 0.5``; empty when none was.
     """
     lacking = [r for r, _ in claim.weights if r not in set(boot["recipes"])]
     if lacking:
-        return "not tested", [f"the study did not run {', '.join(lacking)}"]
+        return "not tested", [f"the study did not run {', '.join(lacking)}"], ""
     labels, point, reps, status = _contrast(boot, b, claim)
     limit = allowance if claim.where == "tight" else 0.0
     tested = status == MEASURED
     if not labels:
-        return "not tested", ["none of the FRs it needs is among the report's targets"]
+        return "not tested", ["none of the FRs it needs is among the report's targets"], ""
     lo, hi = interval(reps, confidence)
     wide_lo, wide_hi = interval(reps, 1 - (1 - confidence) / max(int(tested.sum()), 1))
     lines = []
@@ -110,29 +127,42 @@ def check(boot: dict, b: int, claim: Claim, confidence: float, allowance: float)
             lines.append("{}: {} pp [{}, {}]".format(label, *values))
         else:
             lines.append(f"{label}: not tested (extrapolated or not reached by a recipe it needs)")
+    where = tested_at([label for label, ok in zip(labels, tested, strict=True) if ok])
     if not tested.any():
-        return "not tested", lines
+        return "not tested", lines, where
     holds = (hi < limit) if claim.sign < 0 else (lo > limit)
     refuted = (wide_lo > limit) if claim.sign < 0 else (wide_hi < limit)
     if refuted[tested].any():
-        return "refuted", lines
-    return ("holds" if holds[tested].all() else "not distinguishable"), lines
+        return "refuted", lines, where
+    return ("holds" if holds[tested].all() else "not distinguishable"), lines, where
 
 
-def claims_markdown(boots: list[dict], confidence: float, allowance: float) -> str:
+def tested_at(labels: list[str]) -> str:
+    """['FR 0.4', 'FR 0.5'] -> 'FR 0.4, 0.5'; a margin label stays as it is."""
+    if not labels:
+        return ""
+    if all(label.startswith("FR ") for label in labels):
+        return "FR " + ", ".join(label[3:] for label in labels)
+    return ", ".join(labels)
+
+
+def claims_markdown(
+    boots: list[dict], confidence: float, allowance: float, claims: tuple[Claim, ...] = CLAIMS
+) -> str:
     """``results/claims.md``: an overview of verdicts, then the evidence of each claim."""
     sections, overview = [], {}
     for boot in boots:
         for b, backbone in enumerate(boot["backbones"]):
-            where = f"{boot['dataset']}, {backbone}"
-            sections += ["", f"## {where}"]
-            for index, claim in enumerate(CLAIMS, start=1):
-                verdict, lines = check(boot, b, claim, confidence, allowance)
-                overview.setdefault(index, []).append(verdict)
+            sections += ["", f"## {boot['dataset']}, {backbone}"]
+            for index, claim in enumerate(claims, start=1):
+                verdict, lines, where = check(boot, b, claim, confidence, allowance)
+                cell = f"{verdict} ({where})" if where else verdict
+                overview.setdefault(index, []).append(cell)
                 side = "below" if claim.sign < 0 else "above"
                 limit = f"{allowance:g} pp" if claim.where == "tight" else "zero"
                 need = f"Measured: {claim.measure}; the claim needs it {side} {limit}."
-                sections += ["", f"### {index}. {claim.text}: **{verdict}**", "", need, ""]
+                at = f", tested at {where}" if where else ""
+                sections += ["", f"### {index}. {claim.text}{at}: **{verdict}**", "", need, ""]
                 sections += [f"- {line}" for line in lines]
     places = [f"{boot['dataset']}, {b}" for boot in boots for b in boot["backbones"]]
     head = [
@@ -140,14 +170,15 @@ def claims_markdown(boots: list[dict], confidence: float, allowance: float) -> s
         "",
         "Generated by the write_claims rule from `results/tables/*/bootstrap.npz` (make_tables).",
         f"Evidence: the contrast's mean over runs [{confidence:.0%} paired bootstrap interval],",
-        "at each FR every recipe involved measured without extrapolation. A claim holds when",
-        "every interval excludes zero on the claimed side, is refuted when at some FR a",
-        "Bonferroni-widened interval excludes zero on the other side, and is not",
-        "distinguishable otherwise.",
+        "at each FR every recipe involved measured without extrapolation (listed beside each",
+        "verdict). A claim holds when every interval excludes zero on the claimed side, is",
+        "refuted when at some FR a Bonferroni-widened interval excludes zero on the other side,",
+        "and is not distinguishable otherwise. The intervals are per comparison: nothing",
+        "corrects for the number of claims, recipes and datasets checked here.",
         "",
         "| claim | " + " | ".join(places) + " |",
         "|---|" + "---|" * len(places),
     ]
-    for index, claim in enumerate(CLAIMS, start=1):
+    for index, claim in enumerate(claims, start=1):
         head.append(f"| {index}. {claim.text} | " + " | ".join(overview[index]) + " |")
     return "\n".join(head + sections) + "\n"

@@ -166,28 +166,33 @@ def read_columns(mx: np.ndarray, my: np.ndarray, count: np.ndarray, targets) -> 
 
 
 def largest_x_within(mx, my, count, level: float) -> np.ndarray:
-    """(B,) the largest x at which each merged column's y is at most ``level``.
+    """(B,) the largest x up to which each merged column stays within ``level``.
 
-    Where the last point is still within ``level``, the last segment is
-    continued to where it crosses ``level`` (``inf`` when it never rises that
-    far). A column entirely above ``level`` gives NaN.
+    The first crossing: from the column's first point at x >= 0 (the anchor of a
+    cascade's curve), the x where y first rises above ``level``, interpolated on the
+    segment where it does; a later dip back under ``level`` does not count. Where
+    the curve is still within ``level`` at its last point, the last segment is
+    continued to where it crosses ``level`` (``inf`` when it does not rise). NaN for
+    a column without a point at x >= 0 or whose first such point is above ``level``.
     """
     columns = np.arange(mx.shape[1])
-    x0, x1, y0, y1 = mx[:-1], mx[1:], my[:-1], my[1:]  # segments; NaN past the count
-    with np.errstate(invalid="ignore", divide="ignore"):
-        crossing = x0 + (level - y0) / (y1 - y0) * (x1 - x0)
-    inside = np.where(y1 <= level, x1, np.where(y0 <= level, crossing, -np.inf))
-    inside = np.where(np.isnan(inside), -np.inf, inside)
-    first = np.where(my[0] <= level, mx[0], -np.inf)
-    best = np.maximum(first, inside.max(axis=0, initial=-np.inf))
+    row = np.arange(mx.shape[0])[:, None]
+    valid = (row < count) & (mx >= 0)  # NaN padding never counts
+    start = valid.argmax(axis=0)
+    over = valid & (my > level) & (row > start)
+    crossed, j = over.any(axis=0), over.argmax(axis=0)
+    before = np.maximum(j - 1, 0)
+    x0, y0, x1, y1 = mx[before, columns], my[before, columns], mx[j, columns], my[j, columns]
     last = count - 1
     xl, yl = mx[last, columns], my[last, columns]
     xp, yp = mx[np.maximum(last - 1, 0), columns], my[np.maximum(last - 1, 0), columns]
-    rising = (last > 0) & (yl > yp)
+    rising = (last > start) & (yl > yp)
     with np.errstate(invalid="ignore", divide="ignore"):
+        crossing = x0 + (level - y0) / (y1 - y0) * (x1 - x0)
         beyond = np.where(rising, xl + (level - yl) / (yl - yp) * (xl - xp), np.inf)
-    best = np.where(yl <= level, beyond, best)
-    return np.where(np.isneginf(best), np.nan, best)
+    out = np.where(crossed, crossing, beyond)
+    within_at_start = valid.any(axis=0) & (my[start, columns] <= level)
+    return np.where(within_at_start, out, np.nan)
 
 
 def reading_status(value, low: float, high: float, tolerance: float) -> np.ndarray:

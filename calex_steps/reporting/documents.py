@@ -17,7 +17,8 @@ NOTES = (
     "Cells: mean over runs [bootstrap interval]. {dagger} extrapolated: past the largest "
     "reduction a run reached, by at most {tolerance:g}; {missing} not reached within "
     "{tolerance:g}. Paired differences: the recipe minus the reference on the same test "
-    "images, seeds and splits."
+    "images, seeds and splits, each with a per-comparison interval (not corrected for the "
+    "number of recipes and targets compared)."
 )
 GRID_TITLE = (
     "Accuracy loss (points) on {dataset} read on the paper's margins only; in brackets how "

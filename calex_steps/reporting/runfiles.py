@@ -32,6 +32,11 @@ EXITS_KEYS = (
     "total_macs",
     "times_ms",
     "backbone_ms",
+    "pool_size",
+    "bootstrap_seed",
+    "recal_accuracy",
+    "recal_fr",
+    "recal_lr",
 )
 RERUN = "rerun sweep_margins (snakemake reruns it when its code changed)"
 
@@ -95,6 +100,9 @@ def load_exits(path: str | Path) -> dict:
         raise CalexError(f"{path} holds exits of inconsistent shapes; {RERUN}")
     if any(exits[k].shape != (n,) for k in ("labels", "backbone_pred", "test_index")):
         raise CalexError(f"{path} holds per-image arrays of different lengths; {RERUN}")
+    curves = [exits[f"recal_{k}"].shape for k in ("accuracy", "fr", "lr")]
+    if len(set(curves)) != 1 or curves[0][1:] != (m,):
+        raise CalexError(f"{path} holds recalibrated curves of inconsistent shapes; {RERUN}")
     return exits
 
 

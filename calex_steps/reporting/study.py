@@ -25,7 +25,9 @@ DEFAULTS = {
     "iso_losses": [0.5, 1.0],
     "tolerance": 0.08,
     "confidence": 0.95,
+    "best_probability": 0.95,
     "resamples": 2000,
+    "calibration_resamples": 10,
     "bootstrap_seed": 0,
     "lr_batch_size": None,
 }
@@ -75,9 +77,11 @@ def _runs(part: pd.DataFrame, exits: Mapping[tuple, Path], recipes) -> tuple[dic
 def _basis(settings: dict, seeds, splits) -> str:
     """What the intervals cover, in words."""
     return (
-        f"{settings['confidence']:.0%} bootstrap intervals over test images, "
-        f"{len(seeds)} seed{'s' * (len(seeds) > 1)} and {len(splits)} "
-        f"split{'s' * (len(splits) > 1)} ({settings['resamples']} resamples)"
+        f"{settings['confidence']:.0%} bootstrap intervals over the held-out pool's images "
+        f"(one weight per image, shared by the {len(splits)} split"
+        f"{'s' * (len(splits) > 1)}), the calibration "
+        f"({settings['calibration_resamples']} recalibrated resamples) and "
+        f"{len(seeds)} seed{'s' * (len(seeds) > 1)} ({settings['resamples']} resamples)"
     )
 
 
@@ -112,7 +116,8 @@ def tabulate(
     rows, stacks, bases, timed_on = [], {}, {}, {}
     for backbone in settings["backbones"]:
         runs, seeds, splits = _runs(frontier[frontier["backbone"] == backbone], exits, recipes)
-        est = bootstrap_backbone(runs, recipes, seeds, splits, plan, backbone, tight)
+        est = bootstrap_backbone(runs, recipes, seeds, splits, plan, backbone, tight,
+                                 int(settings["calibration_resamples"]))  # fmt: skip
         bases[backbone] = _basis(settings, seeds, splits)
         timed_on[backbone] = (
             conditions.get(backbone, UNRECORDED) if "loss_lr" in est else NOT_MEASURED
@@ -148,8 +153,9 @@ def _view(est: dict, view: str, recipes, settings: dict, context: dict, timed_on
     confidence = settings["confidence"]
     frame = tables.long_table(est[view], reference, where, recipes, view, confidence)
     condition = timed_on if view == "loss_lr" else ""
+    level = float(settings["best_probability"])
     return frame, ranking.rank(
-        est[view], recipes, view, confidence, {**context, "condition": condition}
+        est[view], recipes, view, confidence, level, {**context, "condition": condition}
     )
 
 

@@ -2,15 +2,17 @@
 
     python -m calex_steps.stages.cache_features --data results/D/prepared.h5 \
         --backbone results/D/B/backbone.pt [--probe results/D/B/probe.pt] \
-        --attach '["layer1","layer2","layer3"]' --settings JSON --device auto \
-        --out results/D/B/features.h5
+        --attach '{"layer1": ["proto"], "layer2": ["proto", "pooled"]}' --settings JSON \
+        --device auto --out results/D/B/features.h5
 
-Per split and attach point it stores the packed Gram matrix or the raw map,
-whichever is smaller, plus the final logits of backbone and classifier,
-labels and indices. It streams batches straight into preallocated HDF5
-datasets and renames the file into place only when complete. Before writing,
-it estimates the file's size from one image and refuses a cache the disk
-cannot hold; ``cache.compact`` chooses the stored dtype and filters
+Per split and attach point it stores the forms the study's heads read there
+(``calex_steps.data.feature_cache.HEAD_FORMS``: the packed Gram matrix or the raw
+map, whichever is smaller, for the prototype heads; max- and average-pooled maps for
+SDN heads; raw maps for convolutional heads; a plain list of points = ``proto`` at
+each), plus the final logits of backbone and classifier, labels and indices. It
+streams batches straight into preallocated HDF5 datasets and renames the file into
+place only when complete. Before writing, it estimates the file's size from one image
+and refuses a cache the disk cannot hold; ``cache.compact`` chooses the stored dtype and filters
 (``calex_steps.data.cache_format``).
 """
 
@@ -38,13 +40,13 @@ from calex_steps.data.cache_format import (
     encode_features,
     feature_dataset_options,
 )
-from calex_steps.data.feature_cache import SPLITS, features_id, use_gram
+from calex_steps.data.feature_cache import FORMS, SPLITS, features_id, form_dataset
 from calex_steps.data.files import sha256_file
 from calex_steps.errors import CalexError
-from calex_steps.io import atomic_path
+from calex_steps.io import atomic_path, hdf5_output
 from calex_steps.models.checkpoints import load_classifier, load_frozen_backbone
 from calex_steps.models.flops import stage_macs
-from calex_steps.models.inference import extract_batch
+from calex_steps.models.inference import cache_entries, extract_batch, forward_order
 
 log = logging.getLogger("calex")
 OVERFIT_WARNING = 0.03  # val accuracy above test accuracy by more than this: warn
@@ -57,13 +59,14 @@ def write_split(
     model,
     classifier,
     norm,
-    attach,
+    attach: dict[str, list[str]],
     batch_size: int,
     device,
     compact: str = "none",
 ) -> float:
     """Stream one split into ``out``; returns the classifier's accuracy on it.
 
+    ``attach`` maps each attach point (in forward order) to the forms stored there;
     ``compact`` (a ``cache.compact`` option) decides the feature datasets' dtype and filters.
     """
     n = len(src["labels"])
@@ -74,36 +77,41 @@ def write_split(
     correct = 0
     for start in range(0, n, batch_size):
         images = torch.from_numpy(src["images"][start : start + batch_size])
-        entries, logits, feats = extract_batch(model, classifier, images, norm, attach, device)
+        logits, feats = extract_batch(model, classifier, images, norm, list(attach), device)
+        entries = cache_entries(feats, attach)  # [(point number, form, kind, array)]
         if dsets is None:  # shapes are known after the first batch
-            dsets = []
-            for num, (name, entry) in enumerate(zip(attach, entries, strict=True), start=1):
-                d, h, w = feats[name].shape[1:]
-                ds = group.create_dataset(
-                    f"feat{num}",
-                    shape=(n, *entry.shape[1:]),
-                    chunks=(min(256, n), *entry.shape[1:]),
-                    **feature_dataset_options(compact),
-                )
-                ds.attrs.update(
-                    kind="gram" if use_gram(d, h, w) else "map", d=d, h=h, w=w, attach_point=name
-                )
-                dsets.append(ds)
+            dsets = [_create_entry(group, e, feats, n, compact) for e in entries]
             logits_ds = group.create_dataset("logits", shape=(n, logits.shape[1]), dtype="f4")
-        for num, (ds, entry) in enumerate(zip(dsets, entries, strict=True), start=1):
-            ds[start : start + len(entry)] = encode_features(entry, compact, f"{split}/feat{num}")
+        for ds, (_, _, _, entry) in zip(dsets, entries, strict=True):
+            where = f"{split}/{ds.name.rsplit('/', 1)[-1]}"
+            ds[start : start + len(entry)] = encode_features(entry, compact, where)
         logits_ds[start : start + len(logits)] = logits
         correct += int((logits.argmax(1) == src["labels"][start : start + len(logits)]).sum())
     return correct / max(n, 1)
 
 
+def _create_entry(group: h5py.Group, entry, feats: dict, n: int, compact: str) -> h5py.Dataset:
+    """The dataset of one (attach point, form) entry, with the attributes readers check."""
+    num, form, kind, array = entry
+    name = list(feats)[num - 1]
+    d, h, w = feats[name].shape[1:]
+    ds = group.create_dataset(
+        form_dataset(group, num, form),
+        shape=(n, *array.shape[1:]),
+        chunks=(min(256, n), *array.shape[1:]),
+        **feature_dataset_options(compact),
+    )
+    ds.attrs.update(kind=kind, d=d, h=h, w=w, attach_point=name, form=form)
+    return ds
+
+
 def entry_layout(src: h5py.File, model, classifier, norm, attach, device) -> tuple[list, list]:
-    """Values per sample and kind (``gram``/``map``) of each attach point, from one image."""
+    """Values per sample and kind (``gram``/``map``/``pooled``) of every stored entry, from
+    one image."""
     images = torch.from_numpy(src["train"]["images"][:1])
-    entries, _, feats = extract_batch(model, classifier, images, norm, attach, device)
-    values = [int(entry[0].size) for entry in entries]
-    kinds = ["gram" if use_gram(*feats[name].shape[1:]) else "map" for name in attach]
-    return values, kinds
+    _, feats = extract_batch(model, classifier, images, norm, list(attach), device)
+    entries = cache_entries(feats, attach)
+    return [int(e[3][0].size) for e in entries], [e[2] for e in entries]
 
 
 def check_cache_fits(src: h5py.File, model, classifier, bb, attach, device, compact, out):
@@ -115,10 +123,28 @@ def check_cache_fits(src: h5py.File, model, classifier, bb, attach, device, comp
     check_free_space(out, needed, kinds, compact)
 
 
+def attach_layout(attach) -> dict[str, list[str]]:
+    """``--attach`` as {point: [forms]}: a JSON list of points (``proto`` at each) or object."""
+    if isinstance(attach, list):
+        attach = {point: ["proto"] for point in attach}
+    if not isinstance(attach, dict) or not attach:
+        raise CalexError("--attach takes a JSON list of attach points or {point: [forms]}")
+    for point, forms in attach.items():
+        bad = [f for f in forms if f not in FORMS] if isinstance(forms, list) else [forms]
+        if bad or not forms:
+            raise CalexError(f"--attach: forms {forms!r} at '{point}'; choose from {FORMS}")
+    return {point: sorted(set(forms), key=FORMS.index) for point, forms in attach.items()}
+
+
 def run_cache_features(
-    data, backbone_path, probe_path, attach: list[str], settings: dict, device: str, out
+    data, backbone_path, probe_path, attach, settings: dict, device: str, out
 ) -> dict:
-    """Write the feature cache of all splits; returns the root attributes written."""
+    """Write the feature cache of all splits; returns the root attributes written.
+
+    ``attach``: the attach points, as a list (the prototype heads' form at each) or a dict
+    {point: [forms]} (``attach_layout``); the cache stores them in forward order.
+    """
+    attach = attach_layout(attach)
     compact = check_compact(settings.get("compact", "none"))
     dev = resolve_device(device)
     model, bb = load_frozen_backbone(backbone_path, dev)
@@ -138,8 +164,10 @@ def run_cache_features(
         }
         id_attrs = data_attrs if compact == "none" else {**data_attrs, "compact": compact}
         side = int(src["test"]["images"].shape[1])  # MACs at the images' own resolution
+        points = forward_order(model, list(attach), side)  # JSON may have sorted them
+        attach = {p: attach[p] for p in points}
         macs = stage_macs(bb["arch"], bb["width"], num_classes=num_classes,
-                          attach_points=attach, input_size=side)  # fmt: skip
+                          attach_points=points, input_size=side)  # fmt: skip
         attrs = {
             "dataset": data_attrs.get("dataset", ""),
             "arch": bb["arch"],
@@ -147,15 +175,16 @@ def run_cache_features(
             "backbone_sha256": backbone_sha,
             "classifier_sha256": classifier_sha,
             "num_classes": num_classes,
-            "attach_points": json.dumps(attach),
+            "attach_points": json.dumps(points),
+            "forms": json.dumps(attach),
             "stage_macs": json.dumps(macs),
             # a compact cache is another input to the heads: branch files record which
-            "features_id": features_id(backbone_sha, classifier_sha, attach, id_attrs),
+            "features_id": features_id(backbone_sha, classifier_sha, _id_points(attach), id_attrs),
             "calex_version": __version__,
             "compact": compact,
         }
         check_cache_fits(src, model, classifier, bb, attach, dev, compact, out)
-        with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
+        with atomic_path(out) as tmp, hdf5_output(tmp) as f:
             f.attrs.update(attrs)
             for split in SPLITS:
                 tic = time.perf_counter()
@@ -191,13 +220,24 @@ def run_cache_features(
     return attrs
 
 
+def _id_points(attach: dict[str, list[str]]):
+    """What the cache's ``features_id`` hashes of the layout: the list of points when every
+    point stores only the prototype form (the identifiers of earlier caches stay valid)."""
+    if all(forms == ["proto"] for forms in attach.values()):
+        return list(attach)
+    return attach
+
+
 def build_parser():
     """Command-line interface of the stage."""
     p = stage_parser("cache_features", __doc__)
     p.add_argument("--data", required=True, help="prepared.h5 of the dataset")
     p.add_argument("--backbone", required=True, help="backbone.pt")
     p.add_argument("--probe", nargs="*", default=[], help="probe.pt (hierarchical datasets)")
-    p.add_argument("--attach", required=True, help="JSON list of attach-point module names")
+    p.add_argument(
+        "--attach", required=True,
+        help="JSON list of attach-point module names, or {point: [forms]} (proto, pooled, map)",
+    )  # fmt: skip
     p.add_argument("--settings", required=True, help="JSON: the config's cache block")
     add_runtime_args(p)
     p.add_argument("--out", required=True)
@@ -209,11 +249,12 @@ def main(argv=None) -> int:
 
     def run(a) -> None:
         probe = a.probe[0] if a.probe else None
-        settings = parse_json_arg(a.settings)
-        run_cache_features(a.data, a.backbone, probe, json.loads(a.attach), settings, a.device,
+        settings = parse_json_arg(a.settings, schema="cache")
+        attach = parse_json_arg(a.attach, "--attach", "$defs.cache_layout")
+        run_cache_features(a.data, a.backbone, probe, attach, settings, a.device,
                            a.out)  # fmt: skip
 
-    return stage_main(build_parser, run, argv)
+    return stage_main(build_parser, run, argv, hdf5_outputs=lambda a: [a.out])
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ validation samples were carved from the official test split, the accuracy on
 the whole official test split (validation + test) is reported too. A checkpoint
 with other classes than the dataset (ImageNet weights on a user's folder) keeps
 its own head here when ``new_head`` is set; the ``probe_coarse`` rule then fits
-the dataset's linear classifier on its frozen penultimate features.
+the dataset's linear classifier on its frozen penultimate features. A checkpoint
+that scores near chance on the validation split (at most twice chance) stops the
+run with the likely causes, unless ``accept_near_chance`` is set (docs/bad-input.md).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from calex_steps.data.prepared import read_prepared_attrs
 from calex_steps.errors import CalexError
 from calex_steps.models.backbones import build_backbone
 from calex_steps.models.checkpoints import checkpoint_classes, load_weights, save_checkpoint
-from calex_steps.models.inference import evaluate, image_size, open_split
+from calex_steps.models.inference import evaluate, image_size, open_split, refuse_near_chance
 
 log = logging.getLogger("calex")
 
@@ -53,6 +55,7 @@ def run_import_backbone(data, backbone: dict, checkpoint, device: str, out) -> d
         "input_size": image_size(data),
         "source_checkpoint": str(checkpoint),
         "source_sha256": sha256_file(checkpoint),
+        "accept_near_chance": bool(backbone.get("accept_near_chance", False)),
     }
     if own_classes != num_classes:
         log.info(
@@ -69,6 +72,9 @@ def run_import_backbone(data, backbone: dict, checkpoint, device: str, out) -> d
             accs[split] = evaluate(model, images, labels, norm, dev)
         counts[split] = len(labels)
         log.info("backbone accuracy on %s: %.4f (%d images)", split, accs[split], counts[split])
+    if not backbone.get("accept_near_chance", False):
+        refuse_near_chance(accs["val"], num_classes, f"the checkpoint {checkpoint}",
+                           fields["input_size"], norm)  # fmt: skip
     fields.update(val_acc=accs["val"], test_acc=accs["test"])
     if attrs.get("val_source") == "test":
         whole = (accs["val"] * counts["val"] + accs["test"] * counts["test"]) / sum(counts.values())
@@ -112,7 +118,7 @@ def main(argv=None) -> int:
     """Entry point: 0 on success, 1 on a CalexError (printed as one line)."""
 
     def run(a) -> None:
-        backbone = parse_json_arg(a.backbone, "--backbone")
+        backbone = parse_json_arg(a.backbone, "--backbone", "backbones.*")
         run_import_backbone(a.data, backbone, a.checkpoint, a.device, a.out)
 
     return stage_main(build_parser, run, argv)

@@ -9,15 +9,18 @@
         --out-dir results/tables/D
 
 Reads each run's dense margin frontier and per-image exits (every split of
-every seed), resamples test images, seeds and splits (a paired two-level
-bootstrap, docs/results.md) and writes into --out-dir:
+every seed), resamples the held-out pool's images (one weight per image, shared
+by the splits that hold it), the calibration (the curves each sweep recalibrated
+on the same resamples) and the seeds (a paired bootstrap, docs/results.md)
+and writes into --out-dir:
   loss_at_fr.{csv,md,tex}     accuracy loss at fixed FLOPs reduction, paired differences
   iso_accuracy.{csv,md,tex}   the largest FR within each accuracy-loss budget
   loss_at_lr.{csv,md,tex}     accuracy loss at fixed latency reduction ("not measured"
                               for a backbone without --segments timings)
   paper_grid.{csv,md}         the loss read on the paper's eight margins, and how far
                               each cell moves from the dense frontier
-  ranking.csv                 the best recipe per target and its gap to the runner-up
+  ranking.csv                 per target, every recipe's probability of being best over the
+                              bootstrap replicates, and the recipes not told apart from it
   bootstrap.npz               the replicates write_claims checks the paper's claims on
 A cell past the largest reduction a run reached is marked extrapolated (CSV
 `status`, a dagger in Markdown and LaTeX); further than `tolerance` it is "—".
@@ -97,7 +100,8 @@ def main(argv=None) -> int:
     """Entry point: 0 on success, 1 on a CalexError (printed as one line)."""
 
     def run(a) -> None:
-        run_make_tables(a.frontiers, a.sweeps, a.exits, parse_json_arg(a.settings), a.out_dir,
+        settings = parse_json_arg(a.settings, schema=("study", "latency", "report"))
+        run_make_tables(a.frontiers, a.sweeps, a.exits, settings, a.out_dir,
                         a.segments)  # fmt: skip
 
     return stage_main(build_parser, run, argv)

@@ -4,7 +4,7 @@
     python -m calex_steps.stages.measure_latency --prepared results/D/prepared.h5 \
         --plan '{"recipes": [{"recipe": "calexnet", "run": "results/D/B/calexnet/seed0",
                   "branch_run": "results/D/B/calexnet/seed0", "exit_signal": "branch",
-                  "head": "augmented"}, ...]}' \
+                  "head": "augmented", "exits": 3}, ...]}' \
         --fr 0.5 --batch-sizes 1 32 256 --warmup 50 --timed 500 \
         [--segments results/D/B/latency/segments.json] --device auto \
         --out-table latency.csv --out-crossover crossover.csv
@@ -60,7 +60,7 @@ TABLE_COLUMNS = ["recipe", "seed", "margin", "fr", "lr", "accuracy", "batch_size
                  "latency_ms_per_sample", "backbone_latency_ms_per_sample",
                  "measured_speedup", "predicted_speedup", "flops_speedup",
                  "energy_mj_per_sample", "backbone_energy_mj_per_sample"]  # fmt: skip
-PLAN_KEYS = ("recipe", "run", "branch_run", "exit_signal", "head")
+PLAN_KEYS = ("recipe", "run", "branch_run", "exit_signal", "head")  # and "exits" (count)
 # Alternating rounds of cascade and backbone: one slow round (another process, a page
 # fault storm) moves the median of five by nothing, the mean of one call by a lot.
 ROUNDS = 5
@@ -109,7 +109,7 @@ def measure_recipe(entry: dict, images: torch.Tensor, fr: float, batch_sizes: li
     """Rows of the latency table for one recipe's operating point at every batch size."""
     run, branch_run = Path(entry["run"]), Path(entry["branch_run"])
     point = operating_point(run / "split0" / "frontier.csv", fr)
-    count = len(features_meta(run_paths(run)["features"])["attach_points"])
+    count = entry.get("exits") or len(features_meta(run_paths(run)["features"])["attach_points"])
     model = build_cascade(
         run, float(point["margin"]), exit_signal=entry["exit_signal"],
         branches=[branch_run / f"branch{b}.pt" for b in range(1, count + 1)],

@@ -10,11 +10,11 @@
 The backbone is cut at the feature cache's attach points as the deployable cascade
 cuts it (``cascade.module.split_backbone``). At every batch size the first segment
 (preprocessing of uint8 images included), each later one, the tail (remaining blocks,
-pool, classifier), the plain backbone and a head of every kind at every attach point
-(``augmented``, ``basic``, ``basic+cascade``: untrained weights, timing does not
-depend on them) run on consecutive test images, scripted as the exported cascade runs
-them; each part is timed in interleaved rounds and the median kept
-(``cascade.latency.segment_costs``). ``segments.json`` (docs/formats.md) is what the
+pool, classifier), the plain backbone and a head of every kind the study uses at every
+attach point (``settings["heads"]``, e.g. ``augmented``, ``sdn``, ``basic+cascade``;
+untrained weights, timing does not depend on them) run on consecutive test images,
+scripted as the exported cascade runs them; each part is timed in interleaved rounds and
+the median kept (``cascade.latency.segment_costs``). ``segments.json`` (docs/formats.md) is what the
 sweeps predict their latency reduction from.
 """
 
@@ -56,8 +56,8 @@ def run_measure_segments(prepared, backbone, probe, features, settings: dict, de
     dev = resolve_device(device)
     count = timed_image_count(settings["batch_sizes"], settings["warmup"], settings["timed"])
     images = load_split(prepared, "test", "labels", rows=count)[0].to(dev)
-    cascade, heads, bb = untrained_cascade(backbone, probe, features,
-                                           int(settings["prototypes"]))  # fmt: skip
+    cascade, heads, bb = untrained_cascade(backbone, probe, features, int(settings["prototypes"]),
+                                           settings.get("heads"))  # fmt: skip
     attach = list(features_meta(features)["attach_points"])
     cascade, heads = cascade.to(dev), {k: [h.to(dev) for h in hs] for k, hs in heads.items()}
     # The parts run as the exported cascade runs them: scripted (TorchScript).
@@ -103,8 +103,9 @@ def main(argv=None) -> int:
     """Entry point: 0 on success, 1 on a CalexError (printed as one line)."""
 
     def run(a) -> None:
-        run_measure_segments(a.prepared, a.backbone, a.probe, a.features,
-                             parse_json_arg(a.settings), a.device, a.out)  # fmt: skip
+        settings = parse_json_arg(a.settings, schema=("latency", "training", "$defs.stage_inputs"))
+        run_measure_segments(a.prepared, a.backbone, a.probe, a.features, settings, a.device,
+                             a.out)  # fmt: skip
 
     return stage_main(build_parser, run, argv)
 

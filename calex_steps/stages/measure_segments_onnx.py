@@ -8,12 +8,13 @@
         --threads 2 --out results/D/B/latency/segments_onnx.json
 
 The ONNX Runtime sibling of ``measure_segments``: the same parts (the backbone cut at
-the feature cache's attach points, an untrained head of every kind at every attach
-point: ``cascade.latency.untrained_cascade``), exported to ONNX as the ONNX cascade
-exports them (``deploy.onnx_export``) and timed in ONNX Runtime on the CPU in
-interleaved rounds (``deploy.timing.onnx_segment_costs``). The file has the format of
-``segments.json`` (docs/formats.md) plus ``runtime`` and ``onnxruntime``; with
-``latency.lr_runtime: onnx`` the sweeps predict their latency reduction from it.
+the feature cache's attach points, an untrained head of every kind the study uses at
+every attach point, ``settings["heads"]``: ``cascade.latency.untrained_cascade``),
+exported to ONNX as the ONNX cascade exports them (``deploy.onnx_export``) and timed
+in ONNX Runtime on the CPU in interleaved rounds (``deploy.timing.onnx_segment_costs``).
+The file has the format of ``segments.json`` (docs/formats.md) plus ``runtime`` and
+``onnxruntime``; with ``latency.lr_runtime: onnx`` the sweeps predict their latency
+reduction from it.
 """
 
 from __future__ import annotations
@@ -38,12 +39,15 @@ from calex_steps.deploy.onnx_export import cut_parts, cut_segments_and_heads, ex
 from calex_steps.deploy.timing import onnx_segment_costs, ort_session
 
 log = logging.getLogger("calex")
+SCHEMA = ("latency", "training", "$defs.stage_inputs")  # what --settings may hold
 
 
-def onnx_timing_parts(backbone, probe, features, prototypes: int, threads: int) -> dict:
-    """Sessions of every segment, the tail, the backbone and each head kind's heads."""
-    cascade, heads, bb = untrained_cascade(backbone, probe, features, prototypes)
-    count = len(heads["augmented"])
+def onnx_timing_parts(backbone, probe, features, prototypes: int, threads: int,
+                      kinds: list[str] | None = None) -> dict:  # fmt: skip
+    """Sessions of every segment, the tail, the backbone and the heads of each kind in
+    ``kinds`` (default ``cascade.latency.HEAD_KINDS``)."""
+    cascade, heads, bb = untrained_cascade(backbone, probe, features, prototypes, kinds)
+    count = len(cascade.heads)
     size = int(bb.get("input_size", 32))
     sessions = {"heads": {}, "reads_prev": {}}
     for kind, kind_heads in heads.items():
@@ -69,7 +73,8 @@ def run_measure_segments_onnx(prepared, backbone, probe, features, settings: dic
     """Measure every part at every batch size in ONNX Runtime; write the JSON; return it."""
     check_segment_settings(settings)
     attach = list(features_meta(features)["attach_points"])
-    parts = onnx_timing_parts(backbone, probe, features, int(settings["prototypes"]), threads)
+    parts = onnx_timing_parts(backbone, probe, features, int(settings["prototypes"]), threads,
+                              settings.get("heads"))  # fmt: skip
     count = timed_image_count(settings["batch_sizes"], settings["warmup"], settings["timed"])
     images = read_arrays(prepared, "test", ("images",), count)[0]
     per_batch = {}
@@ -108,7 +113,8 @@ def main(argv=None) -> int:
 
     def run(a) -> None:
         run_measure_segments_onnx(a.prepared, a.backbone, a.probe, a.features,
-                                  parse_json_arg(a.settings), a.out, a.threads)  # fmt: skip
+                                  parse_json_arg(a.settings, schema=SCHEMA), a.out,
+                                  a.threads)  # fmt: skip
 
     return stage_main(build_parser, run, argv)
 

@@ -15,6 +15,7 @@ from calex_steps.errors import CalexError
 from calex_steps.reporting.figures.exemplars import (
     EXEMPLARS_PER_KIND,
     exemplar_cells,
+    exemplar_row_labels,
     plot_exemplars,
 )
 from calex_steps.reporting.figures.runs import (
@@ -56,7 +57,7 @@ def run_plot_exemplars(
         fig = note_figure("no branch released a correctly classified sample", title)
     else:
         groups = ["near the threshold", "deep above the threshold"]
-        fig = plot_exemplars(cells, groups, title)
+        fig = plot_exemplars(cells, groups, title, exemplar_row_labels(run))
     save_figure(fig, out_png, out_pdf)
 
 

@@ -17,7 +17,7 @@ from calex_steps.reporting.figures.runs import (
     where,
 )
 from calex_steps.reporting.figures.shift import SHIFT_MARGIN, plot_shift, shift_table
-from calex_steps.reporting.figures.style import exit_labels, save_figure
+from calex_steps.reporting.figures.style import save_figure
 
 
 def run_plot_shift(
@@ -27,9 +27,8 @@ def run_plot_shift(
     settings, runs, margin, note = runs_at_margin(exits, settings, SHIFT_MARGIN)
     num_classes = len(read_class_names(prepared))
     shift = shift_table(runs, margin, num_classes)
-    positions = exit_labels(runs[0]["num_branches"])
     title = f"Covariate shift at m = {margin:g}{note}: {where(exits)}"
-    fig = plot_shift(shift, positions, settings["recipes"], num_classes, title)
+    fig = plot_shift(shift, settings["recipes"], num_classes, title)
     save_figure(fig, out_png, out_pdf)
 
 

@@ -62,9 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: 0 on success, 1 on a CalexError (printed as one line)."""
 
     def run(a) -> None:
-        run_prepare_dataset(a.dataset, parse_json_arg(a.settings), a.out, a.workers)
+        settings = parse_json_arg(a.settings, schema="datasets.*")
+        run_prepare_dataset(a.dataset, settings, a.out, a.workers)
 
-    return stage_main(build_parser, run, argv)
+    return stage_main(build_parser, run, argv, hdf5_outputs=lambda a: [a.out])
 
 
 if __name__ == "__main__":

@@ -146,8 +146,9 @@ def main(argv=None) -> int:
     """Entry point: 0 on success, 1 on a CalexError (printed as one line)."""
 
     def run(a) -> None:
-        backbone = parse_json_arg(a.backbone, "--backbone")
-        run_pretrain_backbone(a.data, backbone, parse_json_arg(a.settings), a.device, a.out)
+        backbone = parse_json_arg(a.backbone, "--backbone", "backbones.*")
+        settings = parse_json_arg(a.settings, schema="pretrain")
+        run_pretrain_backbone(a.data, backbone, settings, a.device, a.out)
 
     return stage_main(build_parser, run, argv)
 

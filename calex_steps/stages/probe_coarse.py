@@ -6,7 +6,8 @@
 The backbone pretrained on fine labels, or an imported checkpoint's head has
 other classes than the dataset (``new_head``); the probe (docs/method.md#backbone) is
 the classifier every later stage uses. Penultimate features are computed once,
-streaming the images batch by batch.
+streaming the images batch by batch. The probe of an imported checkpoint that
+scores near chance on the validation split stops the run, as import_backbone does.
 """
 
 from __future__ import annotations
@@ -25,7 +26,12 @@ from calex_steps.cli import (
 from calex_steps.data.files import sha256_file
 from calex_steps.data.prepared import read_prepared_attrs
 from calex_steps.models.checkpoints import load_frozen_backbone, save_checkpoint
-from calex_steps.models.inference import open_split, penultimate_features
+from calex_steps.models.inference import (
+    image_size,
+    open_split,
+    penultimate_features,
+    refuse_near_chance,
+)
 from calex_steps.training.probe import fit_linear
 
 log = logging.getLogger("calex")
@@ -48,6 +54,9 @@ def run_probe_coarse(data, backbone_path, settings: dict, device: str, out) -> d
             for s in ("val", "test")
         }
     log.info("probe val_acc %.4f test_acc %.4f", acc["val"], acc["test"])
+    if "source_checkpoint" in bb and not bb.get("accept_near_chance", False):
+        what = f"the linear probe on the checkpoint {bb['source_checkpoint']}"
+        refuse_near_chance(acc["val"], num_classes, what, image_size(data), bb["normalization"])
     fields = {
         "in_features": feats["train"].shape[1],
         "num_classes": num_classes,
@@ -75,7 +84,8 @@ def main(argv=None) -> int:
     """Entry point: 0 on success, 1 on a CalexError (printed as one line)."""
 
     def run(a) -> None:
-        run_probe_coarse(a.data, a.backbone, parse_json_arg(a.settings), a.device, a.out)
+        settings = parse_json_arg(a.settings, schema="probe")
+        run_probe_coarse(a.data, a.backbone, settings, a.device, a.out)
 
     return stage_main(build_parser, run, argv)
 

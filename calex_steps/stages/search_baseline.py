@@ -38,10 +38,13 @@ def run_search_baseline(
     log: logging.Logger | None = None,
     *,
     recipe: str,
+    exits: list[str] | None = None,
 ) -> dict:
-    """Run the search of ``recipe`` and write its record to ``out`` (JSON); return it."""
+    """Run the search of ``recipe`` and write its record to ``out`` (JSON); return it.
+    ``exits``: the recipe's attach points (default every point of the cache)."""
     log = log or logging.getLogger("calex")
-    record = run_search(features_path, settings, seed, resolve_device(device), out, log)
+    record = run_search(features_path, settings, seed, resolve_device(device), out, log,
+                        exits=exits)  # fmt: skip
     record = {"recipe": recipe, **record}
     with atomic_path(out) as tmp:
         tmp.write_text(json.dumps(record, indent=1) + "\n")
@@ -57,6 +60,7 @@ def build_parser():
     p.add_argument("--settings", required=True, help="JSON of the resolved recipe settings")
     p.add_argument("--seed", type=int, required=True, help="the seed every grid point trains")
     add_runtime_args(p)
+    p.add_argument("--exits", help="JSON list of the recipe's attach points (default: the cache's)")
     p.add_argument("--out", required=True, help="search.json")
     return p
 
@@ -65,8 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: 0 on success, 1 on a CalexError (printed as one line)."""
 
     def run(a) -> None:
-        settings = parse_json_arg(a.settings)
-        run_search_baseline(a.features, settings, a.seed, a.device, a.out, recipe=a.recipe)
+        settings = parse_json_arg(a.settings, schema="recipes.*")
+        exits = json.loads(a.exits) if a.exits else None
+        run_search_baseline(a.features, settings, a.seed, a.device, a.out, recipe=a.recipe,
+                            exits=exits)  # fmt: skip
 
     return stage_main(build_parser, run, argv)
 

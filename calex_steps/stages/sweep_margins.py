@@ -6,7 +6,8 @@
                      "calibration": "cascade", "calibration_target": "cpm",
                      "exit_signal": "branch", "thresholds": "per_class",
                      "temperature_scaling": false, "split": 1, "split_seed": 0,
-                     "redraw": true, "lr_batch_size": 256, "latency_head": "augmented"}' \
+                     "redraw": true, "lr_batch_size": 256, "latency_head": "augmented",
+                     "bootstrap_seed": 0, "calibration_resamples": 10}' \
         [--segments results/D/B/latency/segments.json] \
         --out-table sweep.csv --out-frontier frontier.csv --out-thresholds thresholds.npz \
         --out-exits exits.npz --out-per-class per_class_exits.csv
@@ -14,9 +15,12 @@
 The branches are trained once; each margin only recalibrates on the calibration part
 and re-runs the cascade on the test part (docs/method.md#calibration, docs/calibration.md). With
 ``redraw`` (the default for split k > 0) the held-out samples are re-drawn into those
-parts first (``cascade.sweep.repartition``). ``sweep.csv`` holds the paper's margins,
+parts first (``cascade.sweep.sweep_split``). ``sweep.csv`` holds the paper's margins,
 ``frontier.csv`` every margin of the frontier grid. With ``--segments`` the tables
-also report the latency reduction predicted from measured segment times.
+also report the latency reduction predicted from measured segment times. With
+``calibration_resamples`` R > 0, ``exits.npz`` also holds the curves of R bootstrap
+resamples of the held-out pool, each recalibrated on its calibration part: the
+calibration noise in the tables' intervals (docs/results.md, section Intervals).
 """
 
 from __future__ import annotations
@@ -38,11 +42,10 @@ from calex_steps.cascade.sweep import (
     margin_grid,
     margin_key,
     per_class_exits,
-    repartition,
-    sweep,
+    sweep_split,
 )
 from calex_steps.cli import parse_json_arg, stage_main, stage_parser
-from calex_steps.data.branch_files import load_branches, read_branch_logits
+from calex_steps.data.branch_files import exit_points, load_branches, read_branch_logits
 from calex_steps.data.feature_cache import read_sweep_inputs
 from calex_steps.data.files import save_csv, save_npz
 from calex_steps.errors import CalexError
@@ -64,7 +67,11 @@ SETTINGS_KEYS = (
     "redraw",
     "lr_batch_size",
     "latency_head",
+    "bootstrap_seed",
+    "calibration_resamples",
 )
+SETTINGS = ("sweep", "recipes.*", "latency", "$defs.stage_inputs")
+"""Where the keys of --settings come from in the configuration schema (calex_steps/schema.py)."""
 CSV_FLOAT = "%.6f"  # fixed float format: the CSVs are byte-identical across reruns
 
 
@@ -83,11 +90,6 @@ def exit_rule(settings: dict) -> ExitRule:
 def load_splits(features: Path, branches: Sequence[Path], logits: bool) -> tuple[dict, dict, list]:
     """val/test dicts for ``cascade.sweep.sweep``, the cache's info and the branch metas."""
     splits, info = read_sweep_inputs(Path(features))
-    if len(branches) != len(info["attach_points"]):
-        raise CalexError(
-            f"got {len(branches)} branch files but {features} has attach points "
-            f"{info['attach_points']}; pass one --branches file per attach point"
-        )
     for split in splits.values():
         split.update(confs=[], preds=[], num_classes=info["num_classes"])
     metas = []
@@ -96,6 +98,7 @@ def load_splits(features: Path, branches: Sequence[Path], logits: bool) -> tuple
         for name, split in splits.items():
             split["confs"].append(arrays[f"{name}_conf"])
             split["preds"].append(arrays[f"{name}_pred"])
+    info["exits"] = exit_points(metas, info["attach_points"], features)
     if logits:
         members, _ = read_branch_logits(
             branches, metas[0]["recipe"], metas[0]["seed"], info["features_id"], tuple(splits)
@@ -107,7 +110,7 @@ def load_splits(features: Path, branches: Sequence[Path], logits: bool) -> tuple
 
 def exit_costs(info: dict, metas: list, settings: dict, segments: Path | None) -> ExitCosts:
     """MACs per exit position and, with ``segments``, predicted milliseconds."""
-    stage_cum = [int(info["stage_macs"][a]) for a in info["attach_points"]]
+    stage_cum = [int(info["stage_macs"][a]) for a in info["exits"]]
     total = int(info["stage_macs"]["total"])
     macs = cascade_cost(stage_cum, [int(m["head_macs"]) for m in metas], total)
     if segments is None:
@@ -119,9 +122,7 @@ def exit_costs(info: dict, metas: list, settings: dict, segments: Path | None) -
     except (OSError, json.JSONDecodeError) as exc:
         raise CalexError(f"cannot read {segments} ({exc}); rerun measure_segments") from exc
     batch = int(settings.get("lr_batch_size", 256))
-    times, backbone = segment_times(
-        measured, info["attach_points"], batch, settings["latency_head"]
-    )
+    times, backbone = segment_times(measured, info["exits"], batch, settings["latency_head"])
     return ExitCosts(macs, total, times, backbone)
 
 
@@ -150,10 +151,11 @@ def run_sweep_margins(
     costs = exit_costs(info, metas, settings, segments)
 
     part = split_index if redraw else 0
-    val, test, test_pos = repartition(splits["val"], splits["test"], part, split_seed)
-    table, thresholds, exits = sweep(val, test, grid, rule, costs)
+    table, thresholds, exits = sweep_split(
+        splits["val"], splits["test"], part, split_seed, grid, rule, costs,
+        int(settings.get("calibration_resamples", 0)), int(settings.get("bootstrap_seed", 0)),
+    )  # fmt: skip
     exits |= {
-        "test_index": test_pos,
         "split": np.int64(split_index),
         "split_seed": np.int64(split_seed),
         "redrawn": np.bool_(redraw),
@@ -190,7 +192,8 @@ def main(argv=None) -> int:
     """Entry point: 0 on success, 1 on a CalexError (printed as one line)."""
 
     def run(a) -> None:
-        run_sweep_margins(a.features, a.branches, parse_json_arg(a.settings), a.out_table,
+        settings = parse_json_arg(a.settings, schema=SETTINGS)
+        run_sweep_margins(a.features, a.branches, settings, a.out_table,
                           a.out_thresholds, a.out_exits, a.out_per_class, a.out_frontier,
                           a.segments)  # fmt: skip
 

@@ -29,9 +29,10 @@ from calex_steps.cli import (
     stage_main,
     stage_parser,
 )
-from calex_steps.data.branch_files import branch_meta, write_branch_outputs
+from calex_steps.data.branch_files import branch_files_bytes, branch_meta, write_branch_outputs
 from calex_steps.data.feature_cache import SPLITS, cache_id, features_meta
 from calex_steps.errors import CalexError
+from calex_steps.io import require_space
 from calex_steps.models.checkpoints import save_head
 from calex_steps.models.heads import head_macs
 from calex_steps.training.joint import (
@@ -59,16 +60,18 @@ def run_train_joint(
     recipe: str,
     search: dict | None = None,
     memory_mb: float = DEFAULT_MEMORY_MB,
+    exits: list[str] | None = None,
 ) -> dict:
     """Train every branch of joint ``recipe`` and write ``branch{l}.pt``/``.npz`` for each.
 
     The cache is read in batches (see ``training.joint.open_joint_splits`` for ``memory_mb``).
 
-    ``out_heads``/``out_outputs`` hold one path per attach point of the cache,
-    in order. Returns ``agreement`` (split -> per-branch fraction of predictions
-    equal to y*), ``head_macs`` (per branch), ``loss_weights`` (BoostNet's g_l,
-    else None) and ``features_id``. A recipe with ``search`` lists trains the values
-    its ``search`` record (search.json of ``search_baseline``) chose.
+    ``out_heads``/``out_outputs`` hold one path per exit, in order; ``exits`` are the
+    recipe's attach points (default every point of the cache). Returns ``agreement``
+    (split -> per-branch fraction of predictions equal to y*), ``head_macs`` (per branch),
+    ``loss_weights`` (BoostNet's g_l, else None) and ``features_id``. A recipe with
+    ``search`` lists trains the values its ``search`` record (search.json of
+    ``search_baseline``) chose.
     """
     log = log or logging.getLogger("calex")
     settings = apply_search(settings, search)
@@ -76,17 +79,20 @@ def run_train_joint(
     device = resolve_device(device)
     features_id = cache_id(features_path)
     meta = features_meta(features_path)
-    num_points = len(exit_cost_fractions(meta, features_path))
+    exits = list(exits or meta.get("attach_points", []))
+    num_points = len(exit_cost_fractions(meta, features_path, exits))
     if not len(out_heads) == len(out_outputs) == num_points:
         raise CalexError(
-            f"'{features_path}' has {num_points} attach points but got {len(out_heads)} head "
+            f"the recipe has {num_points} exits {exits} but got {len(out_heads)} head "
             f"and {len(out_outputs)} output paths; pass one of each per branch"
         )
     with contextlib.ExitStack() as stack:
-        data, infos = open_joint_splits(features_path, num_points, stack, memory_mb, SPLITS)
+        data, infos = open_joint_splits(features_path, exits, stack, memory_mb, SPLITS, cfg.head)
         num_classes = int(data["train"]["teacher"].shape[1])
-        model, costs, configs, _ = build_joint(infos, num_classes, cfg, seed, meta, features_path)
-        run = dict(recipe=recipe, seed=seed, features_id=features_id, settings=settings)
+        model, costs, configs, _ = build_joint(infos, num_classes, cfg, seed, meta, features_path,
+                                               exits)  # fmt: skip
+        run = dict(recipe=recipe, seed=seed, features_id=features_id, settings=settings,
+                   exits=exits)  # fmt: skip
         return _train_and_write(data, infos, model, cfg, costs, configs, device, out_heads,
                                 out_outputs, run, search, log)  # fmt: skip
 
@@ -104,6 +110,13 @@ def _train_and_write(data, infos, model, cfg, costs, configs, device, out_heads,
         "head_configs": configs,
         "costs": dataclasses.asdict(costs),
     }
+    samples, num_classes = (
+        sum(len(data[sp]["y"]) for sp in SPLITS),
+        data["train"]["teacher"].shape[1],
+    )
+    needed = sum(branch_files_bytes(samples, num_classes, sum(p.numel() for p in head.parameters()))
+                 for head in model.heads)  # fmt: skip
+    require_space(out_outputs[0], needed, "the branch files")
     model = model.to(device)
     if cfg.target == "pteenet":
         log.info("pteenet: exit costs %s, end %.4f (heads counted)", costs.exits, costs.final)
@@ -115,7 +128,7 @@ def _train_and_write(data, infos, model, cfg, costs, configs, device, out_heads,
     macs = []
     for b, (head, info) in enumerate(zip(model.heads, infos, strict=True), start=1):
         macs.append(head_macs(head, info["d"], info["h"], info["w"]))
-        meta = branch_meta(recipe, seed, b, features_id, macs[-1], settings)
+        meta = branch_meta(recipe, seed, b, features_id, macs[-1], settings, run["exits"][b - 1])
         if weights is not None:
             meta["loss_weights"] = weights
         if search is not None:
@@ -147,6 +160,7 @@ def build_parser():
     p.add_argument("--seed", type=int, required=True)
     add_runtime_args(p)
     p.add_argument("--search", nargs="*", default=[], help="search.json (recipes with search)")
+    p.add_argument("--exits", help="JSON list of the recipe's attach points (default: the cache's)")
     p.add_argument("--out-heads", nargs="+", required=True, help="branch{l}.pt, in order")
     p.add_argument("--out-outputs", nargs="+", required=True, help="branch{l}.npz, in order")
     p.add_argument(
@@ -161,9 +175,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def run(a) -> None:
         search = json.loads(Path(a.search[0]).read_text()) if a.search else None
-        run_train_joint(a.features, parse_json_arg(a.settings), a.seed, a.device, a.out_heads,
-                        a.out_outputs, recipe=a.recipe, search=search,
-                        memory_mb=a.memory_mb)  # fmt: skip
+        settings = parse_json_arg(a.settings, schema="recipes.*")
+        run_train_joint(a.features, settings, a.seed, a.device, a.out_heads, a.out_outputs,
+                        recipe=a.recipe, search=search, memory_mb=a.memory_mb,
+                        exits=json.loads(a.exits) if a.exits else None)  # fmt: skip
 
     return stage_main(build_parser, run, argv)
 

@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     """Entry point: 0 on success, 1 on a CalexError (printed as one line)."""
 
     def run(a) -> None:
-        run_write_claims(a.bootstraps, parse_json_arg(a.settings), a.out)
+        run_write_claims(a.bootstraps, parse_json_arg(a.settings, schema="report"), a.out)
 
     return stage_main(build_parser, run, argv)
 

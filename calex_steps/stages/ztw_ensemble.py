@@ -27,7 +27,7 @@ from calex_steps.errors import CalexError
 from calex_steps.training.loops import epoch_generator
 from calex_steps.training.ztw import DEFAULT_LR, DEFAULT_STEPS, ensemble_outputs, fit_ensemble
 
-COPIED_META = ("recipe", "seed", "branch", "features_id", "head_macs", "settings")
+COPIED_META = ("recipe", "seed", "branch", "features_id", "head_macs", "settings", "attach_point")
 
 
 def run_ztw_ensemble(
@@ -43,8 +43,10 @@ def run_ztw_ensemble(
 ) -> list[dict]:
     """Fit the ensemble of every exit on train and write ``ztw_ensemble{l}.npz`` for each.
 
-    Returns per exit: the fitted ``a`` and ``b`` (lists), ``train_nll`` (the final
-    cross-entropy) and ``train_agreement`` (fraction of train predictions equal to y*).
+    The ensemble fits the cross-entropy to y*, or to the true labels when the heads were
+    trained on them (target ``labels``). Returns per exit: the fitted ``a`` and ``b``
+    (lists), ``train_nll`` (the final cross-entropy) and ``train_agreement`` (fraction of
+    train predictions equal to that target).
     """
     log = log or logging.getLogger("calex")
     if len(branch_paths) != len(out_paths) or not branch_paths:
@@ -54,9 +56,11 @@ def run_ztw_ensemble(
         )
     if steps < 1 or lr <= 0:
         raise CalexError(f"the ensemble fit needs steps >= 1 and lr > 0, got {steps} and {lr}")
-    y_star, features_id = read_train_targets(features_path)
-    target = torch.from_numpy(y_star)
+    features_id = read_train_targets(features_path)[1]
     logits, metas = read_branch_logits(branch_paths, recipe, seed, features_id, SPLITS)
+    # the ensemble learns what its heads learnt: the true labels, or y* (docs/baselines.md)
+    on_labels = (metas[0].get("settings") or {}).get("target") == "labels"
+    target = torch.from_numpy(read_train_targets(features_path, labels=on_labels)[0])
     try:
         members = {
             sp: torch.stack([F.log_softmax(torch.from_numpy(z), dim=1) for z in zs])

@@ -25,9 +25,8 @@ import torch
 
 from calex_steps.data.feature_cache import SPLITS
 from calex_steps.errors import CalexError
-from calex_steps.models.heads import PrototypeHead
 from calex_steps.training.adam import Adam
-from calex_steps.training.grouped import GroupedHeads
+from calex_steps.training.grouped import group_heads
 from calex_steps.training.loops import EpochPlan, TensorRows, representations, run_group_stage
 from calex_steps.training.losses import classification_loss, confidence_bce
 from calex_steps.training.scratch import load_scratch, save_scratch
@@ -62,11 +61,11 @@ def parse_settings(settings: dict) -> BranchSettings:
     if settings.get("target") in ("pteenet", "boostnet"):
         raise CalexError(
             f"target '{settings['target']}' trains all branches jointly; train_branch only "
-            "handles recipes with target argmax_ce or kd"
+            "handles recipes with target argmax_ce, kd or labels"
         )
     kept = keep_fields(settings, BranchSettings, what, ignored)
     check_schedule(kept, what, {
-        "target": kept["target"] in ("argmax_ce", "kd"),
+        "target": kept["target"] in ("argmax_ce", "kd", "labels"),
         "weighting": kept["weighting"] in ("uniform", "survivor"),
     })  # fmt: skip
     if kept["target"] != "kd":
@@ -87,8 +86,12 @@ def require_branches(prev: dict[int, dict], wanted: range, why: str) -> None:
         raise CalexError(f"{why} needs the outputs of branch(es) {missing}; pass them with --prev")
 
 
-def split_tensors(inputs: dict, prev: dict[int, dict], branch: int, cascade: bool) -> dict:
-    """Per split: features x, teacher logits, y* and (cascade input) previous logits."""
+def split_tensors(
+    inputs: dict, prev: dict[int, dict], branch: int, cascade: bool, target: str = "argmax_ce"
+) -> dict:
+    """Per split: features x, teacher logits, y* (``y``), the labels, the labels the
+    confidence learns to predict (``conf_y``: the true labels for target ``labels``, else
+    y*) and (cascade input) the previous branch's logits."""
     out = {}
     for sp in SPLITS:
         teacher = torch.from_numpy(inputs[sp]["logits"])
@@ -98,7 +101,13 @@ def split_tensors(inputs: dict, prev: dict[int, dict], branch: int, cascade: boo
             if len(prev_logits) != len(teacher):
                 raise CalexError(f"'{prev[branch - 1]['path']}' has a different '{sp}' size")
         x = TensorRows(inputs[sp]["x"])  # float32 rows read batch by batch
-        out[sp] = {"x": x, "teacher": teacher, "y": teacher.argmax(dim=1), "prev": prev_logits}
+        y_star = teacher.argmax(dim=1)
+        labels = torch.from_numpy(np.asarray(inputs[sp]["labels"], dtype=np.int64))
+        if target == "labels" and sp == "train" and labels.min() < 0:
+            raise CalexError("target labels needs the train split's labels; the cache has none")
+        conf_y = labels if target == "labels" else y_star
+        out[sp] = {"x": x, "teacher": teacher, "y": y_star, "labels": labels,
+                   "conf_y": conf_y, "prev": prev_logits}  # fmt: skip
     return out
 
 
@@ -126,15 +135,16 @@ def _stacked(rows, idxs: list[torch.Tensor], device) -> torch.Tensor:
 def fit_branches(heads, train, prevs, cfg, plans, fingerprint, out_head, log) -> None:
     """Both training stages of S runs of one branch (one per seed) in one computation.
 
-    ``heads``: S freshly seeded ``PrototypeHead``s of one configuration (trained in place);
-    ``train``: the shared train split (``x`` rows, ``teacher`` logits, ``y``); ``prevs``: each
+    ``heads``: S freshly seeded heads of one configuration (trained in place);
+    ``train``: the shared train split (``x`` rows, ``teacher`` logits, ``y``, ``labels``,
+    ``conf_y``); ``prevs``: each
     run's previous-branch logits (N×C_prev tensors, or None); ``plans``: each run's
     ``EpochPlan``. Run s ends with the head it would have trained alone (up to float
     rounding). Resumes from a scratch checkpoint beside ``out_head`` made with the same
     ``fingerprint``.
     """
     device = next(heads[0].parameters()).device
-    group = GroupedHeads(heads).to(device)
+    group = group_heads(heads).to(device)
     state = load_scratch(out_head, fingerprint)
     done = {"cls": 0, "conf": 0}
     if state is not None:
@@ -166,9 +176,11 @@ def fit_branches(heads, train, prevs, cfg, plans, fingerprint, out_head, log) ->
         )
         logits = group.layer("cls", group.represent(group.responses(xb), pb))  # S×B×C
         teacher, y = _stacked(train["teacher"], idxs, device), _stacked(train["y"], idxs, device)
-        loss = classification_loss(
-            cfg.target, logits.flatten(0, 1), teacher.flatten(0, 1), cfg.kd_temperature, "none"
+        labels = (
+            _stacked(train["labels"], idxs, device).flatten() if cfg.target == "labels" else None
         )
+        loss = classification_loss(cfg.target, logits.flatten(0, 1), teacher.flatten(0, 1),
+                                   cfg.kd_temperature, "none", labels)  # fmt: skip
         return list(loss.view(len(idxs), -1)), list(logits.argmax(dim=-1) == y)
 
     opt = stage_optimizer("cls", group.classification_parameters())
@@ -183,7 +195,7 @@ def fit_branches(heads, train, prevs, cfg, plans, fingerprint, out_head, log) ->
     ]
     rep = torch.stack([f[0] for f in frozen])  # S×N×R
     logits = torch.stack([f[1] for f in frozen])  # S×N×C
-    y = train["y"].to(device)
+    y = train["conf_y"].to(device)  # what a right prediction is (docs/method.md)
     runs = torch.arange(len(heads), device=device).unsqueeze(1)  # S×1
 
     def conf_batch(idxs: list[torch.Tensor]):
@@ -202,7 +214,7 @@ def fit_branches(heads, train, prevs, cfg, plans, fingerprint, out_head, log) ->
 
 
 @torch.no_grad()
-def branch_outputs(head: PrototypeHead, split: dict, batch_size: int) -> dict[str, np.ndarray]:
+def branch_outputs(head, split: dict, batch_size: int) -> dict[str, np.ndarray]:
     """pred (int64 N), conf (float32 N), logits and confs (float32 N×C) for one split."""
     rep, logits = representations(head, split["x"], split["prev"], batch_size)
     confs = torch.sigmoid(head.conf(rep)).cpu().numpy().astype(np.float32)

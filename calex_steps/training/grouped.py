@@ -107,3 +107,55 @@ class GroupedHeads(nn.Module):
     def layer(self, which: str, rep: torch.Tensor) -> torch.Tensor:
         """The cls or conf layer of every run: S×B×R -> S×B×C."""
         return _linear(rep, self.param(f"{which}.weight"), self.param(f"{which}.bias"))
+
+
+class LoopedHeads(nn.Module):
+    """S heads of any kind (one per seed) behind the interface of :class:`GroupedHeads`: each
+    run's head computes its own S×B slice in turn. The heads are trained in place, so
+    ``copy_to`` has nothing to copy; heads without dropout need no reseeding."""
+
+    def __init__(self, heads: list[nn.Module]) -> None:
+        super().__init__()
+        configs = [h.config for h in heads]
+        if any(c != configs[0] for c in configs):
+            raise ValueError("heads trained together must share one configuration")
+        self.config = dict(configs[0])
+        self.heads = nn.ModuleList(heads)
+
+    def copy_to(self, heads: list[nn.Module]) -> None:
+        if any(a is not b for a, b in zip(self.heads, heads, strict=True)):
+            raise ValueError("LoopedHeads trains its heads in place; pass the same heads")
+
+    def classification_parameters(self) -> list[nn.Parameter]:
+        return [p for h in self.heads for p in h.classification_parameters()]
+
+    def conf_parameters(self) -> list[nn.Parameter]:
+        return [p for h in self.heads for p in h.conf.parameters()]
+
+    def reseed_dropout(self, seeds: list[int]) -> None:
+        """Nothing to reseed: the heads of other kinds than the prototype heads have no
+        dropout (the global generator is seeded with run 0's epoch seed, as one run's)."""
+
+    def responses(self, x: torch.Tensor) -> torch.Tensor:
+        """Each run's intermediate features from its S×B... slice of ``x``, stacked."""
+        return torch.stack([h.responses(x[s]) for s, h in enumerate(self.heads)])
+
+    def represent(self, m: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
+        """S×B×R representations (each head's ``represent`` on its own slice)."""
+        return torch.stack(
+            [h.represent(m[s], None if prev is None else prev[s]) for s, h in enumerate(self.heads)]
+        )
+
+    def layer(self, which: str, rep: torch.Tensor) -> torch.Tensor:
+        """The cls or conf layer of every run: S×B×R -> S×B×C."""
+        return torch.stack([getattr(h, which)(rep[s]) for s, h in enumerate(self.heads)])
+
+
+PROTOTYPE_KINDS = ("basic", "augmented")
+
+
+def group_heads(heads: list[nn.Module]) -> nn.Module:
+    """Prototype heads as one batched module (:class:`GroupedHeads`), others looped."""
+    if heads[0].config["kind"] in PROTOTYPE_KINDS:
+        return GroupedHeads(heads)
+    return LoopedHeads(heads)

@@ -36,9 +36,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from calex_steps.data.feature_cache import BranchInputs
+from calex_steps.data.feature_cache import HEAD_FORMS, BranchInputs, attach_index, features_meta
 from calex_steps.errors import CalexError
-from calex_steps.models.heads import PrototypeHead, head_macs
+from calex_steps.models.heads import build_head, head_config, head_macs
 from calex_steps.training.joint_losses import (
     boost_chain,
     boost_loss_weights,
@@ -98,9 +98,11 @@ def parse_joint_settings(settings: dict) -> JointSettings:
     return JointSettings(**kept)
 
 
-def exit_cost_fractions(meta: dict, path) -> list[float]:
-    """c_l = stage_macs[attach_l] / stage_macs["total"] from a feature cache's root attributes."""
-    macs, points = meta.get("stage_macs"), meta.get("attach_points")
+def exit_cost_fractions(meta: dict, path, exits: list[str] | None = None) -> list[float]:
+    """c_l = stage_macs[exit_l] / stage_macs["total"] from a feature cache's root attributes
+    (``exits``: the recipe's attach points; default every point of the cache)."""
+    macs = meta.get("stage_macs")
+    points = exits if exits is not None else meta.get("attach_points")
     if not isinstance(macs, dict) or not isinstance(points, list) or "total" not in macs:
         raise CalexError(
             f"'{path}' lacks the stage_macs/attach_points attributes; rerun cache_features"
@@ -111,10 +113,12 @@ def exit_cost_fractions(meta: dict, path) -> list[float]:
     return [float(macs[p]) / float(macs["total"]) for p in points]
 
 
-def pteenet_exit_costs(meta: dict, path, head_macs: list[int]) -> ExitCostFractions:
+def pteenet_exit_costs(
+    meta: dict, path, head_macs: list[int], exits: list[str] | None = None
+) -> ExitCostFractions:
     """The cost chain with the heads counted, as the sweep's FR counts them (docs/method.md#flops):
     c_l = (stage_macs[attach_l] + Σ_{j<=l} head_j) / total, C_{L+1} = 1 + Σ_j head_j / total."""
-    backbone = exit_cost_fractions(meta, path)
+    backbone = exit_cost_fractions(meta, path, exits)
     if len(head_macs) != len(backbone):
         raise CalexError(f"got {len(head_macs)} head costs for {len(backbone)} attach points")
     total = float(meta["stage_macs"]["total"])
@@ -124,14 +128,14 @@ def pteenet_exit_costs(meta: dict, path, head_macs: list[int]) -> ExitCostFracti
 
 
 class JointHeads(nn.Module):
-    """L prototype heads and, for BoostNet, the raw loss weights g̃ (L,), initialised to 0."""
+    """L heads (any kind) and, for BoostNet, the raw loss weights g̃ (L,), initialised to 0."""
 
     def __init__(self, configs: list[dict], seed: int, loss_weights: bool) -> None:
         super().__init__()
         heads = []
         for branch, config in enumerate(configs, start=1):
             torch.manual_seed(seed * 1000 + branch)  # the init a sequential branch would get
-            heads.append(PrototypeHead(**config))
+            heads.append(build_head(config))
         self.heads = nn.ModuleList(heads)
         self.raw_weights = nn.Parameter(torch.zeros(len(configs))) if loss_weights else None
 
@@ -156,18 +160,23 @@ class JointHeads(nn.Module):
 
 
 def build_joint(
-    infos: list[dict], num_classes: int, cfg: JointSettings, seed: int, meta: dict, path
+    infos: list[dict],
+    num_classes: int,
+    cfg: JointSettings,
+    seed: int,
+    meta: dict,
+    path,
+    exits: list[str] | None = None,
 ) -> tuple[JointHeads, ExitCostFractions, list[dict], list[int]]:
     """The untrained heads of a joint recipe (on the CPU), PTEEnet's cost chain, the head
-    configs and each head's MACs; ``infos`` = per branch the cache reader's ``d``, ``h``, ``w``."""
+    configs and each head's MACs; ``infos`` = per branch the cache reader's ``d``, ``h``, ``w``;
+    ``exits`` = the recipe's attach points (default every point of the cache)."""
     configs = [
-        {"d": i["d"], "num_classes": num_classes, "prototypes": cfg.prototypes,
-         "kind": cfg.head, "cascade_input_dim": 0}
-        for i in infos
-    ]  # fmt: skip
+        head_config(cfg.head, i["d"], i["h"], i["w"], num_classes, cfg.prototypes, 0) for i in infos
+    ]
     model = JointHeads(configs, seed, loss_weights=cfg.target == "boostnet")
     macs = [head_macs(h, i["d"], i["h"], i["w"]) for h, i in zip(model.heads, infos, strict=True)]
-    return model, pteenet_exit_costs(meta, path, macs), configs, macs
+    return model, pteenet_exit_costs(meta, path, macs, exits), configs, macs
 
 
 def joint_batch_loss(
@@ -343,9 +352,11 @@ def joint_outputs(model: JointHeads, split: dict, r: float | None, batch_size: i
 DEFAULT_MEMORY_MB = 2048.0  # the train splits' float32 features up to this size stay in RAM
 
 
-def open_joint_splits(features_path, num_branches: int, stack, memory_mb: float, splits):
-    """All L attach points of the cache, open for reading in batches until ``stack`` (a
-    ``contextlib.ExitStack``) closes; joint training and the baseline search share it.
+def open_joint_splits(features_path, exits: list[str], stack, memory_mb: float, splits,
+                      head: str = "basic"):  # fmt: skip
+    """The recipe's L attach points ``exits`` of the cache, in the form ``head`` reads, open
+    for reading in batches until ``stack`` (a ``contextlib.ExitStack``) closes; joint
+    training and the baseline search share it.
 
     Each attach point's train split is held in RAM when its float32 size is at most
     ``memory_mb / L``; everything else is read from the file one batch at a time.
@@ -355,10 +366,12 @@ def open_joint_splits(features_path, num_branches: int, stack, memory_mb: float,
         ``teacher`` logits (N×C), y* (N), ``labels`` (N); and per branch the train
         split's reader dict (``d``, ``h``, ``w``, ...).
     """
-    share = memory_mb / max(num_branches, 1)
+    share = memory_mb / max(len(exits), 1)
+    meta = features_meta(features_path)
+    points = [attach_index(meta, e, features_path) for e in exits]
     per_branch = [
-        stack.enter_context(BranchInputs(features_path, b, splits, share)).splits
-        for b in range(1, num_branches + 1)
+        stack.enter_context(BranchInputs(features_path, p, splits, share, HEAD_FORMS[head])).splits
+        for p in points
     ]
     out = {}
     for sp in splits:

@@ -103,8 +103,10 @@ def run_search(
     scratch_at: str | os.PathLike,
     log: logging.Logger,
     memory_mb: float = DEFAULT_MEMORY_MB,
+    exits: list[str] | None = None,
 ) -> dict:
     """Train and score every grid point; return the search record (search.json).
+    ``exits``: the recipe's attach points (default every point of the cache).
 
     The record holds ``search`` (the grid as configured), ``chosen`` (the winning
     values), ``candidates`` (per grid point: its values and its calibration
@@ -112,25 +114,26 @@ def run_search(
     """
     grid = search_grid(settings)
     meta = features_meta(features_path)
-    num_points = len(exit_cost_fractions(meta, features_path))
+    exits = list(exits or meta.get("attach_points", []))
+    exit_cost_fractions(meta, features_path, exits)  # one-line errors for a bad cache
     with contextlib.ExitStack() as stack:  # the cache is read in batches (chunked)
-        data, infos = open_joint_splits(features_path, num_points, stack, memory_mb,
-                                        SEARCH_SPLITS)  # fmt: skip
+        data, infos = open_joint_splits(features_path, exits, stack, memory_mb, SEARCH_SPLITS,
+                                        settings["head"])  # fmt: skip
         return _search(*_search_splits(data), infos, settings, grid, meta, features_path,
-                       seed, device, scratch_at, log)  # fmt: skip
+                       seed, device, scratch_at, log, exits)  # fmt: skip
 
 
 def _search(train, val, infos, settings, grid, meta, features_path, seed, device, scratch_at,
-            log) -> dict:  # fmt: skip
+            log, exits) -> dict:  # fmt: skip
     """Train and score every grid point on the open cache (``run_search``)."""
-    stage_cum = [int(meta["stage_macs"][a]) for a in meta["attach_points"]]
+    stage_cum = [int(meta["stage_macs"][a]) for a in exits]
     total = int(meta["stage_macs"]["total"])
     candidates = []
     for point in grid:
         cfg = parse_joint_settings(point)
         values = {k: point[k] for k in settings["search"]}
         model, costs, configs, macs = build_joint(
-            infos, val["num_classes"], cfg, seed, meta, features_path
+            infos, val["num_classes"], cfg, seed, meta, features_path, exits
         )
         fingerprint = {"search": values, "seed": seed, "settings": dataclasses.asdict(cfg)}
         fingerprint |= {"features_id": cache_id(features_path), "head_configs": configs}

@@ -50,15 +50,21 @@ def classification_loss(
     teacher_logits: torch.Tensor,
     temperature: float | None = None,
     reduction: str = "mean",
+    labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The recipe's classification loss: ``argmax_ce`` or ``kd`` (needs ``temperature``)."""
+    """The recipe's classification loss: ``argmax_ce``, ``kd`` (needs ``temperature``) or
+    ``labels`` (cross-entropy to the true labels, N int64; needs ``labels``)."""
+    if target == "labels":
+        if labels is None:
+            raise ValueError("the labels target needs the true labels")
+        return F.cross_entropy(student_logits, labels, reduction=reduction)
     if target == "argmax_ce":
         return argmax_ce(student_logits, teacher_logits, reduction)
     if target == "kd":
         if temperature is None:
             raise ValueError("the kd target needs a temperature")
         return kd_loss(student_logits, teacher_logits, temperature, reduction)
-    raise ValueError(f"classification target '{target}' is not 'argmax_ce' or 'kd'")
+    raise ValueError(f"classification target '{target}' is not 'argmax_ce', 'kd' or 'labels'")
 
 
 def confidence_bce(

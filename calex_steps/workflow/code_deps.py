@@ -7,8 +7,10 @@ and of every calex module it reaches, and returns their files, plus the
 exactly the rules whose code imports it.
 
 Files that cannot change a result are left out (``PLUMBING``): the error
-type, the entry-point plumbing (argument parsing, logging, exit codes), how
-files are written atomically and opened (``io``), and two package files that
+type, the entry-point plumbing (argument parsing, logging, exit codes, the
+child process a stage that writes HDF5 runs in, the check of a stage's settings
+against the configuration schema), how files are written atomically and opened
+(``io``), and two package files that
 hold no code (the top-level ``__init__``, the version string; the stages'
 ``__init__``, a docstring). Editing them reruns nothing; a test keeps them
 free of anything that could change an output.
@@ -26,6 +28,8 @@ PLUMBING = (
     "calex_steps/errors.py",
     "calex_steps/cli.py",
     "calex_steps/io.py",
+    "calex_steps/isolation.py",
+    "calex_steps/schema.py",
     "calex_steps/stages/__init__.py",
 )
 

@@ -7,43 +7,23 @@ from __future__ import annotations
 
 import copy
 import json
-from importlib import resources
 from typing import Any
 
-import jsonschema
-import yaml
-
 from calex_steps.errors import CalexError
+from calex_steps.schema import first_error, load_schema
+from calex_steps.workflow.placement import resolve_config_exits
 
 HIERARCHICAL_SOURCES = ("cifar100_coarse", "synthetic")
 """Sources whose backbone pretrains on fine labels and needs the coarse probe."""
 
-RECIPE_ONLY_KEYS = (
-    "branches_from",
-    "head",
-    "target",
-    "weighting",
-    "calibration",
-    "calibration_target",
-    "thresholds",
-    "schedule",
-    "cascade_input",
-    "exit_signal",
-    "temperature_scaling",
-    "pteenet_lambda",
-    "boost_r",
-    "search",
-)
+RECIPE_ONLY_KEYS = ("branches_from", "head", "exits", "target", "weighting", "calibration",
+                    "calibration_target", "thresholds", "schedule", "cascade_input",
+                    "exit_signal", "temperature_scaling", "pteenet_lambda", "boost_r",
+                    "search")  # fmt: skip
 """Recipe keys with no counterpart under ``training``."""
 
-SWEEP_KEYS = (
-    "branches_from",
-    "calibration",
-    "calibration_target",
-    "thresholds",
-    "exit_signal",
-    "temperature_scaling",
-)
+SWEEP_KEYS = ("branches_from", "calibration", "calibration_target", "thresholds",
+              "exit_signal", "temperature_scaling")  # fmt: skip
 """Recipe keys only the sweep reads: every other recipe key is a training key."""
 
 TRAINING_REQUIRED = ("head", "target", "weighting")
@@ -52,47 +32,6 @@ SPLIT_DATASET = "{dataset}-split{split}"
 
 LR_BATCH_SIZE = 256
 """``latency.lr_batch_size`` when unset and measured."""
-
-
-def load_schema() -> dict:
-    """The JSON schema shipped with the package."""
-    text = resources.files("calex_steps").joinpath("schemas/config.schema.yaml").read_text()
-    return yaml.safe_load(text)
-
-
-def _key_path(path) -> str:
-    return ".".join(str(p) for p in path) or "<top level>"
-
-
-def _describe(error: jsonschema.ValidationError) -> str:
-    """Turn a jsonschema error into one line naming the key and what is allowed."""
-    where = _key_path(error.absolute_path)
-    schema = error.schema
-    if error.validator == "additionalProperties":
-        allowed = sorted(schema.get("properties", {}))
-        extra = sorted(set(error.instance) - set(allowed))
-        key = f"{where}.{extra[0]}" if error.absolute_path else extra[0]
-        return f"unknown configuration key '{key}'; allowed keys here: {', '.join(allowed)}"
-    if error.validator == "required":
-        return f"configuration key '{where}' is missing {error.message.split(' is ')[0]}"
-    if error.validator == "enum":
-        return f"configuration key '{where}' = {error.instance!r}; allowed: {schema['enum']}"
-    if error.validator == "type":
-        return f"configuration key '{where}' = {error.instance!r} must be of type {schema['type']}"
-    if error.validator in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
-        bound = {
-            "minimum": ">=",
-            "maximum": "<=",
-            "exclusiveMinimum": ">",
-            "exclusiveMaximum": "<",
-        }[error.validator]
-        limit = error.validator_value
-        return f"configuration key '{where}' = {error.instance!r} must be {bound} {limit}"
-    if error.validator == "pattern":
-        return f"configuration key '{where}' = {error.instance!r} must match {schema['pattern']!r}"
-    if error.validator == "propertyNames":
-        return f"configuration key name under '{where}' is invalid: {error.message}"
-    return f"configuration key '{where}': {error.message}"
 
 
 def _fill_defaults(value: Any, schema: dict) -> None:
@@ -151,7 +90,10 @@ def _check_branch_source(name: str, recipe: dict, recipes: dict) -> None:
 
 
 def _check_search(name: str, recipe: dict) -> None:
-    """Only a joint recipe (PTEEnet, BoostNet) searches its settings (search_baseline)."""
+    """Only a joint recipe (PTEEnet, BoostNet) searches its settings (search_baseline); ZTW's
+    cascading head reads the previous head's logits."""
+    if recipe.get("head") == "ztw_cascading" and not recipe.get("cascade_input"):
+        raise CalexError(f"recipes.{name}: head 'ztw_cascading' needs cascade_input: true")
     if "search" in recipe and recipe.get("schedule") != "joint":
         raise CalexError(
             f"recipes.{name}.search needs 'schedule: joint' (the PTEEnet and BoostNet "
@@ -181,8 +123,6 @@ def _check_exit_rule(name: str, recipe: dict, recipes: dict) -> None:
                 f"recipes.{name}: exit_signal 'ztw_ensemble' reads the ensemble files of "
                 f"'{recipe['branches_from']}', whose exit_signal is not ztw_ensemble"
             )
-    elif signal == "ztw_ensemble" and not recipe.get("cascade_input"):
-        raise CalexError(f"recipes.{name}: exit_signal 'ztw_ensemble' needs 'cascade_input: true'")
     if recipe.get("temperature_scaling"):
         if signal in ("branch", "ztw_ensemble", "patience"):
             raise CalexError(
@@ -246,13 +186,14 @@ def _resolve_lr_batch_size(config: dict) -> None:
 def validate_config(config: dict) -> dict:
     """Validate ``config`` against the schema; return a copy with defaults filled.
 
+    Exits become block names once: ``backbones.<b>.attach_points`` and
+    ``config["recipe_exits"][recipe][backbone]`` (``placement.resolve_config_exits``).
     Raises ``CalexError`` with one line naming the offending key and what is allowed.
     """
     schema = load_schema()
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.path), str(e.path)))
-    if errors:
-        raise CalexError(_describe(errors[0]))
+    problem = first_error(schema, config)
+    if problem:
+        raise CalexError(problem)
     config = copy.deepcopy(config)
     for name, recipe in config["recipes"].items():
         _check_branch_source(name, recipe, config["recipes"])
@@ -264,6 +205,7 @@ def validate_config(config: dict) -> dict:
     for recipe in config["recipes"].values():
         if "branches_from" in recipe:
             recipe["schedule"] = None  # trains nothing: no training rule matches it
+    config["recipe_exits"] = resolve_config_exits(config)
     _add_split_datasets(config)
     _resolve_lr_batch_size(config)
     return config
@@ -304,7 +246,7 @@ def resolve_recipe(config: dict, name: str) -> dict:
         )
     settings = dict(config["training"])
     settings.update(recipe)
-    for key in ("calibration_target", "thresholds", "temperature_scaling"):
+    for key in ("calibration_target", "thresholds", "temperature_scaling", "exits"):
         settings.pop(key, None)
     if settings["target"] != "kd":
         settings.pop("kd_temperature", None)
@@ -330,15 +272,16 @@ def own_branch_recipes(config: dict, signals: tuple[str, ...]) -> list[str]:
 
 
 def head_kind(config: dict, name: str) -> str:
-    """The head kind of a recipe's branches as segments.json keys it: ``augmented``,
-    ``basic`` or ``basic+cascade`` (heads fed the previous branch's logits)."""
+    """The head kind of a recipe's branches as segments.json keys it: the recipe's ``head``,
+    with ``+cascade`` for heads fed the previous branch's logits (``basic+cascade``)."""
     recipe = config["recipes"][branch_recipe(config, name)]
     return recipe["head"] + ("+cascade" if recipe["cascade_input"] else "")
 
 
 def sweep_settings(config: dict, recipe: str, dataset: str, split: int) -> dict:
-    """The ``--settings`` of one sweep: the grids, the recipe's exit rule, the split, and
-    what the latency prediction reads (docs/calibration.md)."""
+    """The ``--settings`` of one sweep: the grids, the recipe's exit rule, the split, what
+    the latency prediction reads (docs/calibration.md), and the bootstrap resamples it
+    recalibrates on (docs/results.md)."""
     rule = config["recipes"][recipe]
     redraw = split > 0 and split_source(config, dataset, split) == dataset
     settings = {
@@ -352,6 +295,8 @@ def sweep_settings(config: dict, recipe: str, dataset: str, split: int) -> dict:
         "redraw": redraw,
         "lr_batch_size": config["latency"]["lr_batch_size"],
         "latency_head": head_kind(config, recipe),
+        "bootstrap_seed": config["report"]["bootstrap_seed"],
+        "calibration_resamples": config["report"]["calibration_resamples"],
     }
     if rule["thresholds"] == "per_class":
         settings["calibration"] = rule["calibration"]
@@ -379,6 +324,8 @@ def _rows(schema: dict, prefix: str):
 def _row_and_children(sub: dict, name: str, described: bool = True):
     if "enum" in sub:
         kind = " \\| ".join(f"`{v}`" for v in sub["enum"])
+    elif "oneOf" in sub:
+        kind = " or ".join(branch.get("type", "") for branch in sub["oneOf"])
     else:
         kind = sub.get("type", "")
         kind = " or ".join(kind) if isinstance(kind, list) else kind
@@ -386,6 +333,8 @@ def _row_and_children(sub: dict, name: str, described: bool = True):
     if described or "description" in sub:
         yield name, kind, default, sub.get("description", "").strip()
     yield from _rows(sub, f"{name}.")
+    for branch in sub.get("oneOf", []):
+        yield from _rows(branch, f"{name}.")
 
 
 def reference_markdown() -> str:

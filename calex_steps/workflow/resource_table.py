@@ -64,8 +64,7 @@ def gpu_gb(cfg: dict, dataset: str, backbone: str) -> dict[str, float]:
     arch, width = r._arch(cfg, backbone)
     params = r.PARAMS_M.get(arch, 23.5) * 1e6 * width**2
     acts = r.ACTIVATIONS_M.get(arch, 12.0) * 1e6 * width
-    points = cfg["backbones"][backbone]["attach_points"]
-    values = [r.attach_floats(cfg, backbone, p) for p in points]
+    values = r.layout_floats(cfg, backbone)
     batch = r.head_batch_size(cfg)
     gpu = {
         "pretrain_backbone": 0.5 + (16 * params + 4 * cfg["pretrain"]["batch_size"] * acts) / GB,
@@ -77,10 +76,9 @@ def gpu_gb(cfg: dict, dataset: str, backbone: str) -> dict[str, float]:
     return {job: gb for job, gb in gpu.items() if job in _jobs(cfg, dataset, backbone)}
 
 
-def _read_min(cfg: dict, dataset: str, backbone: str, point: str) -> float:
-    """Minutes to read one attach point of the train split from the cache."""
+def _read_min(cfg: dict, dataset: str, values: int) -> float:
+    """Minutes to read one attach point's form (``values`` per sample) of the train split."""
     itemsize = 2 if cfg["cache"]["compact"].startswith("float16") else 4
-    values = r.attach_floats(cfg, backbone, point)
     return r.train_size(cfg, dataset) * values * itemsize / r.MB / r.READ_MB_S / 60
 
 
@@ -93,10 +91,8 @@ def gpu_hours(cfg: dict, dataset: str, backbone: str) -> float:
     minutes = forward * (2 if needs_probe(cfg["datasets"][dataset]) else 1)
     if not cfg["backbones"][backbone]["checkpoint"]:
         minutes += epoch * cfg["pretrain"]["epochs"]
-    reads = [
-        _read_min(cfg, dataset, backbone, p) for p in cfg["backbones"][backbone]["attach_points"]
-    ]
     for name in r.trained_recipes(cfg):
+        reads = [_read_min(cfg, dataset, v) for v in r.branch_floats(cfg, backbone, name)]
         recipe = resolve_recipe(cfg, name)
         if recipe["schedule"] == "joint":
             epochs = recipe["cls_epochs"] + (
@@ -111,15 +107,17 @@ def gpu_hours(cfg: dict, dataset: str, backbone: str) -> float:
 
 def ram_mb(cfg: dict, dataset: str, backbone: str) -> dict[str, int]:
     """RAM (MB) per job kind, as the rules ask for it."""
-    points = cfg["backbones"][backbone]["attach_points"]
     jobs = {"prepare_dataset": r.prepare_mem_mb(cfg, dataset)}
     jobs.update(
         (job, mb) for job, mb in r.FIXED_MEM_MB.items() if job in _jobs(cfg, dataset, backbone)
     )
+    trained = r.trained_recipes(cfg)
     jobs["train_branch"] = max(
-        r.feature_mem_mb(cfg, dataset, backbone, b) for b in range(1, len(points) + 1)
+        r.feature_mem_mb(cfg, dataset, backbone, b, name)
+        for name in trained
+        for b in range(1, len(r.branch_floats(cfg, backbone, name)) + 1)
     )
-    jobs["train_joint"] = r.joint_mem_mb(cfg, dataset, backbone)
+    jobs["train_joint"] = max(r.joint_mem_mb(cfg, dataset, backbone, name) for name in trained)
     return jobs
 
 

@@ -15,7 +15,9 @@ GPU (A10G class) and a cache read at ``READ_MB_S``; they are not measured here.
 from __future__ import annotations
 
 from calex_steps.data.cache_format import cache_bytes
+from calex_steps.data.feature_cache import HEAD_FORMS
 from calex_steps.data.synthetic import SYNTHETIC_DEFAULTS
+from calex_steps.workflow.exits import cache_layout, recipe_exits
 
 MB = 2**20
 BASE_MB = 2000  # interpreter, numpy, torch and its CUDA host state
@@ -90,19 +92,42 @@ def _arch(cfg: dict, backbone: str) -> tuple[str, float]:
     return bb["arch"], float(bb["width"])
 
 
-def attach_floats(cfg: dict, backbone: str, point: str) -> int:
-    """Values the cache holds per sample for one attach point (Gram or map, the smaller)."""
+def attach_floats(cfg: dict, backbone: str, point: str, form: str = "proto") -> int:
+    """Values the cache holds per sample for one attach point in one form (``HEAD_FORMS``):
+    proto = Gram or map, the smaller; pooled = 2·d·min(4, side)²; map = d·side²."""
     arch, width = _arch(cfg, backbone)
     family = FAMILY.get(arch, HE_CIFAR if arch in PARAMS_M else BOTTLENECK)
     channels, side = family.get(point.split(".")[0], (2048, IMAGE_SIDE))  # unknown: generous
     d = max(1, int(channels * width))
+    if form == "pooled":
+        return 2 * d * min(4, side) ** 2
+    if form == "map":
+        return d * side * side
     return min(d * (d + 1) // 2, d * side * side)
 
 
+def layout_floats(cfg: dict, backbone: str) -> list[int]:
+    """Values per sample of every dataset the cache stores (``exits.cache_layout``): a map
+    that the proto form already stores is not stored twice."""
+    values = []
+    for point, forms in cache_layout(cfg, backbone).items():
+        proto = attach_floats(cfg, backbone, point)
+        for form in forms:
+            value = attach_floats(cfg, backbone, point, form)
+            if not (form == "map" and "proto" in forms and proto == value):
+                values.append(value)
+    return values
+
+
 def cached_floats(cfg: dict, backbone: str) -> int:
-    """Values the cache holds per sample over all attach points."""
-    points = cfg["backbones"][backbone]["attach_points"]
-    return sum(attach_floats(cfg, backbone, point) for point in points)
+    """Values the cache holds per sample over all attach points and forms."""
+    return sum(layout_floats(cfg, backbone))
+
+
+def branch_floats(cfg: dict, backbone: str, recipe: str) -> list[int]:
+    """Values per sample a recipe's branches read, exit by exit (its head's form)."""
+    form = HEAD_FORMS[cfg["recipes"][recipe]["head"]]
+    return [attach_floats(cfg, backbone, p, form) for p in recipe_exits(cfg, recipe, backbone)]
 
 
 def head_batch_size(cfg: dict) -> int:
@@ -112,24 +137,25 @@ def head_batch_size(cfg: dict) -> int:
     return int(max(sizes))
 
 
-def _head_mem_mb(cfg: dict, dataset: str, backbone: str, points: list[str], arrays: int) -> int:
-    """One batch of the points' features (stored, float32, tensor) + per-sample arrays."""
-    batch = head_batch_size(cfg) * sum(attach_floats(cfg, backbone, p) for p in points) * 4 * 3
+def _head_mem_mb(cfg: dict, dataset: str, values: list[int], arrays: int) -> int:
+    """One batch of the features (stored, float32, tensor) + per-sample arrays; ``values``
+    = the values per sample of each attach point read."""
+    batch = head_batch_size(cfg) * sum(values) * 4 * 3
     samples = sum(split_sizes(cfg, dataset).values())
     per_sample = arrays * (LOGIT_ARRAYS * 4 * num_classes(cfg, dataset)[0] + 24)
     return int(BASE_MB + 1.5 * (batch + samples * per_sample) / MB)
 
 
-def feature_mem_mb(cfg: dict, dataset: str, backbone: str, branch: int) -> int:
-    """RAM of ``train_branch`` for one branch, reading the cache in chunks."""
-    point = cfg["backbones"][backbone]["attach_points"][branch - 1]
-    return _head_mem_mb(cfg, dataset, backbone, [point], arrays=2)
+def feature_mem_mb(cfg: dict, dataset: str, backbone: str, branch: int, recipe: str) -> int:
+    """RAM of ``train_branch`` for one branch of a recipe, reading the cache in chunks."""
+    value = branch_floats(cfg, backbone, recipe)[branch - 1]
+    return _head_mem_mb(cfg, dataset, [value], arrays=2)
 
 
-def joint_mem_mb(cfg: dict, dataset: str, backbone: str) -> int:
-    """RAM of ``train_joint``: one batch of every attach point + their per-sample arrays."""
-    points = cfg["backbones"][backbone]["attach_points"]
-    return _head_mem_mb(cfg, dataset, backbone, points, arrays=len(points) + 1)
+def joint_mem_mb(cfg: dict, dataset: str, backbone: str, recipe: str) -> int:
+    """RAM of ``train_joint``: one batch of every exit of the recipe + per-sample arrays."""
+    values = branch_floats(cfg, backbone, recipe)
+    return _head_mem_mb(cfg, dataset, values, arrays=len(values) + 1)
 
 
 def prepare_mem_mb(cfg: dict, dataset: str) -> int:
@@ -161,8 +187,7 @@ def backbone_disk_mb(cfg: dict, backbone: str) -> int:
 
 def cache_disk_mb(cfg: dict, dataset: str, backbone: str, compact: str | None = None) -> int:
     """``features.h5`` (upper bound, ``calex_steps.data.cache_format.cache_bytes``)."""
-    points = cfg["backbones"][backbone]["attach_points"]
-    values = [attach_floats(cfg, backbone, p) for p in points]
+    values = layout_floats(cfg, backbone)
     compact = compact or cfg["cache"]["compact"]
     sizes = split_sizes(cfg, dataset)
     return 1 + cache_bytes(sizes, values, num_classes(cfg, dataset)[0], compact) // MB
@@ -182,8 +207,8 @@ def trained_recipes(cfg: dict) -> list[str]:
 def branch_disk_mb(cfg: dict, dataset: str, backbone: str) -> int:
     """Every ``branch{l}.npz`` of the study's recipes and seeds (pred, conf, logits, confs)."""
     per_sample = 12 + 8 * num_classes(cfg, dataset)[0]
-    files = len(trained_recipes(cfg)) * len(cfg["study"]["seeds"])
-    files *= len(cfg["backbones"][backbone]["attach_points"])
+    exits = sum(len(recipe_exits(cfg, r, backbone)) for r in trained_recipes(cfg))
+    files = exits * len(cfg["study"]["seeds"])
     return 1 + files * sum(split_sizes(cfg, dataset).values()) * per_sample // MB
 
 

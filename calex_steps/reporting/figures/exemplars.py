@@ -7,7 +7,9 @@ from collections.abc import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
-from calex_steps.reporting.figures.runs import margin_row
+from calex_steps.errors import CalexError
+from calex_steps.reporting.figures.runs import exit_rows, margin_row
+from calex_steps.reporting.figures.style import percent
 
 EXEMPLARS_PER_KIND = 4
 
@@ -18,7 +20,8 @@ def exemplar_cells(
     """Per branch, ``k`` correct exits nearest their threshold and ``k`` deepest above it.
 
     The slack of an exit is its confidence minus the threshold of its
-    predicted class; near-threshold = smallest slack, deep = largest.
+    predicted class; near-threshold = smallest slack, deep = largest. One row
+    per branch of the run, however many it has (``exemplar_row_labels`` names them).
     """
     row = margin_row(run, margin)
     thresholds = run["thresholds"][f"m{margin:g}"]  # (L, C)
@@ -40,27 +43,38 @@ def exemplar_cells(
                     continue
                 i = group[j]
                 caption = f"{names[pred[i]]}\nR={conf[i]:.2f} T={thresholds[b][pred[i]]:.2f}"
-                cells_l.append({"image": images[i], "caption": caption,
-                                "row_label": f"branch {b + 1}"})  # fmt: skip
+                cells_l.append({"image": images[i], "caption": caption})
         cells.append(cells_l)
     return cells
 
 
+def exemplar_row_labels(run: dict) -> list[str]:
+    """'B2 (34 %)': each branch of a run with its depth (share of the backbone's MACs)."""
+    return [f"{name} ({percent(cost)})" for _, name, cost in exit_rows(run)[:-1]]
+
+
 def plot_exemplars(
-    images: Sequence[Sequence[dict | None]], column_groups: Sequence[str], title: str
+    images: Sequence[Sequence[dict | None]],
+    column_groups: Sequence[str],
+    title: str,
+    row_labels: Sequence[str] | None = None,
 ) -> plt.Figure:
-    """A grid of exit exemplars: one row per branch, column groups side by side.
+    """A grid of exit exemplars: one row per branch (any number), column groups side by side.
 
     Args:
         images: rows (branches) of cells; each cell None (nothing to show) or a
-            dict with ``image`` (H×W×3 uint8), ``caption`` and ``row_label``.
+            dict with ``image`` (H×W×3 uint8) and ``caption``.
         column_groups: titles of the equal-width column groups, left to right.
         title: figure title.
+        row_labels: one per row (default B1, B2, …).
     """
+    row_labels = list(row_labels or [f"B{r + 1}" for r in range(len(images))])
+    if len(row_labels) != len(images):
+        raise CalexError(f"{len(images)} rows of exemplars but {len(row_labels)} row labels")
     n_rows, n_cols = len(images), max(len(r) for r in images)
     per_group = n_cols // max(len(column_groups), 1)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.45 * n_cols, 1.75 * n_rows + 0.7),
-                             squeeze=False)  # fmt: skip
+    height = 1.75 * n_rows + 0.7
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.45 * n_cols, height), squeeze=False)
     for r, row in enumerate(images):
         for c in range(n_cols):
             ax = axes[r, c]
@@ -74,10 +88,9 @@ def plot_exemplars(
                 continue
             ax.imshow(cell["image"], interpolation="nearest")
             ax.set_title(cell["caption"], fontsize=7)
-        label = next((cell["row_label"] for cell in row if cell), f"branch {r + 1}")
-        axes[r, 0].set_ylabel(label, fontsize=9)
+        axes[r, 0].set_ylabel(row_labels[r], fontsize=9)
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout(rect=(0, 0, 1, 0.92))
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.55 / height))  # 0.55 in for the title and headers
     # Group headers just above the tallest caption of the first row.
     fig.canvas.draw()
     tops = [ax.title.get_window_extent().y1 for ax in axes[0] if ax.get_title()]

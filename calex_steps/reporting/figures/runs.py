@@ -13,9 +13,13 @@ import pandas as pd
 
 from calex_steps.cli import parse_json_arg, stage_main, stage_parser
 from calex_steps.errors import CalexError
-from calex_steps.reporting.runfiles import parse_run_path
+from calex_steps.reporting.figures.style import exit_labels
+from calex_steps.reporting.runfiles import RERUN, parse_run_path
 
+RUN_ARRAYS = ("margins", "exit_branch", "final_pred", "labels")
 SETTINGS_KEYS = ("recipes", "margins", "exit_signals", "backbone", "lr_batch_size")
+SETTINGS = ("study", "sweep", "latency", "$defs.stage_inputs")
+"""Where those keys come from in the configuration schema (calex_steps/schema.py)."""
 
 
 def check_settings(settings: dict) -> dict:
@@ -53,7 +57,10 @@ def load_run(exits: Path, exit_signals: dict, with_signals: bool = True) -> dict
     Returns:
         dict with ``recipe``, ``seed``, ``margins`` (M,), ``exit_branch`` (M, N),
         ``final_pred`` (M, N), ``labels`` (N,), ``thresholds`` (margin key ->
-        (L, C)), ``num_branches`` and, with signals, ``conf``/``pred`` (lists of (N,)).
+        (L, C)), ``num_branches`` (L, read from the thresholds: each recipe has its
+        own), ``exit_cost`` ((L+1,): the MACs a sample leaving at each exit position
+        has paid, as a share of the backbone's) and, with signals, ``conf``/``pred``
+        (lists of (N,)).
     """
     exits = Path(exits)
     info = parse_run_path(exits)
@@ -63,11 +70,21 @@ def load_run(exits: Path, exit_signals: dict, with_signals: bool = True) -> dict
         if not path.is_file():
             raise CalexError(f"{path} does not exist; run sweep_margins first")
     with np.load(exits) as data:
-        run = {**info, **{k: data[k] for k in ("margins", "exit_branch", "final_pred", "labels")}}
+        missing = [k for k in (*RUN_ARRAYS, "costs", "total_macs") if k not in data.files]
+        if missing:
+            raise CalexError(f"{exits} is of an older format (it lacks {missing}); {RERUN}")
+        run = {**info, **{k: data[k] for k in RUN_ARRAYS}}
+        run["exit_cost"] = data["costs"].astype(np.float64) / float(data["total_macs"])
         test_index = data["test_index"] if "test_index" in data.files else None
     with np.load(folder / "thresholds.npz") as data:
-        run["thresholds"] = {k: data[k] for k in data.files}
+        run["thresholds"] = {k: data[k] for k in data.files if k.startswith("m")}
     run["num_branches"] = int(next(iter(run["thresholds"].values())).shape[0])
+    exits_seen = int(np.max(run["exit_branch"], initial=0))
+    if run["exit_cost"].shape != (run["num_branches"] + 1,) or exits_seen > run["num_branches"]:
+        raise CalexError(
+            f"{exits} has {run['exit_cost'].size - 1} branch exits but {folder}/thresholds.npz "
+            f"thresholds {run['num_branches']}; {RERUN}"
+        )
     if with_signals:
         stem = "ztw_ensemble" if exit_signals.get(info["recipe"]) == "ztw_ensemble" else "branch"
         run["conf"], run["pred"] = [], []
@@ -83,6 +100,26 @@ def load_run(exits: Path, exit_signals: dict, with_signals: bool = True) -> dict
             run["conf"].append(conf.astype(np.float64))
             run["pred"].append(pred.astype(np.int64))
     return run
+
+
+def exits_per_recipe(runs: Sequence[dict]) -> dict[str, int]:
+    """The number of branch exits of each recipe (recipes of one study may differ); every
+    run of one recipe must have the same, else its files come from two configurations."""
+    counts: dict[str, int] = {}
+    for run in runs:
+        count = counts.setdefault(run["recipe"], run["num_branches"])
+        if count != run["num_branches"]:
+            raise CalexError(
+                f"{run['recipe']} has runs with {count} and {run['num_branches']} exits: its "
+                "sweep files come from two configurations; rerun sweep_margins for all its runs"
+            )
+    return counts
+
+
+def exit_rows(run: dict) -> list[tuple[int, str, float]]:
+    """(exit number 1..L+1, name B1..BL or backbone, cost share) of each exit of a run."""
+    names = exit_labels(run["num_branches"])
+    return [(p + 1, name, float(run["exit_cost"][p])) for p, name in enumerate(names)]
 
 
 def margin_row(run: dict, margin: float) -> int:
@@ -184,7 +221,7 @@ def figure_stage(figure: str, doc: str | None, run, inputs: str, *extra: str, op
         def body(a) -> None:
             files = [getattr(a, inputs), *(getattr(a, name) for name in extra)]
             more = {name: getattr(a, name) for name in optional}
-            run(*files, parse_json_arg(a.settings), a.out_png, a.out_pdf, **more)
+            run(*files, parse_json_arg(a.settings, schema=SETTINGS), a.out_png, a.out_pdf, **more)
             logging.getLogger("calex").info("wrote %s and %s", a.out_png, a.out_pdf)
 
         return stage_main(build_parser, body, argv)

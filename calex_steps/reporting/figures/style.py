@@ -30,11 +30,14 @@ RECIPE_COLORS = {
     "ztw": "#8c564b",
     "boostnet": "#e377c2",
 }
-# Spares for other recipes, in order of appearance: enough for the real-data study's
-# eight extra recipes and more before a colour repeats.
+# Spares for other recipes, in order of appearance: enough for a study that crosses heads,
+# exit placements and recipes (two dozen more) before a colour repeats.
 _SPARE_COLORS = ("#17becf", "#bcbd22", "#7f7f7f", "#393b79", "#637939", "#8c6d31",
-                 "#843c39", "#7b4173", "#6b6ecf", "#e7ba52", "#3182bd", "#31a354")  # fmt: skip
-EXIT_PALETTE = "crest"  # sequential colours for exit positions B1..BL, backbone
+                 "#843c39", "#7b4173", "#6b6ecf", "#e7ba52", "#3182bd", "#31a354",
+                 "#9edae5", "#dbdb8d", "#c5b0d5", "#ff9896", "#98df8a", "#ffbb78",
+                 "#aec7e8", "#c49c94", "#f7b6d2", "#ad494a", "#a55194", "#5254a3")  # fmt: skip
+EXIT_PALETTE = "crest"  # sequential colours for the branch exits, by depth
+BACKBONE_COLOR = "#2b2d42"  # the backbone exit, darker than any branch
 ACCURACY_FLOOR = 0.70  # below it an operating point is shaded as not useful
 
 
@@ -50,6 +53,27 @@ def recipe_color(recipe: str, recipes: Sequence[str] = ()) -> str:
 def exit_labels(num_branches: int) -> list[str]:
     """Names of the exit positions: B1..BL then the backbone."""
     return [f"B{b}" for b in range(1, num_branches + 1)] + ["backbone"]
+
+
+def exit_cmap() -> matplotlib.colors.Colormap:
+    """Branch-exit colours by depth 0..1: the middle of ``EXIT_PALETTE``, light enough at
+    the first exit and distinct from the backbone's colour at the deepest."""
+    colors = sns.color_palette(EXIT_PALETTE, 100)[8:86]
+    return matplotlib.colors.ListedColormap(colors, name="calex_exits")
+
+
+def exit_color(cost: float, backbone: bool = False) -> tuple:
+    """The colour of an exit, from its depth: the share of the backbone's MACs a sample
+    leaving there has paid (0..1). Exits at one depth look alike in every recipe, whatever
+    number of exits the recipes have; the backbone has its own colour."""
+    if backbone:
+        return matplotlib.colors.to_rgba(BACKBONE_COLOR)
+    return exit_cmap()(min(max(float(cost), 0.0), 1.0))
+
+
+def percent(share: float) -> str:
+    """0.153 -> '15 %' (an exit's depth, as a share of the backbone's MACs)."""
+    return f"{100 * share:.0f} %"
 
 
 @contextlib.contextmanager
