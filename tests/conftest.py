@@ -128,6 +128,15 @@ def tiny_cascade_run(tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="session")
+def every_form_cache(tiny_cascade_run, tmp_path_factory) -> Path:
+    """The tiny run's backbone cached with every head form at every exit of
+    ``helpers.HEAD_EXITS`` (blocks the default attach points do not name)."""
+    from helpers import make_every_form_cache
+
+    return make_every_form_cache(tiny_cascade_run, tmp_path_factory.mktemp("forms"))
+
+
+@pytest.fixture(scope="session")
 def onnx_export(tiny_cascade_run, tmp_path_factory) -> dict:
     """The tiny run's cascade at margin 0.05 exported by stage export_onnx (once: the
     export takes tens of seconds): model and sidecar paths, and the sidecar."""

@@ -171,3 +171,59 @@ def make_tiny_cascade_run(top: Path) -> dict:
     with h5py.File(prepared, "r") as f:
         images = torch.from_numpy(f["test"]["images"][...])
     return {"run": run, "split": split, "prepared": prepared, "images": images, "root": bb_dir}
+
+
+HEAD_EXITS = {  # head kind -> its exits (blocks and stages, not the cache's default points)
+    "sdn": ["layer1.0", "layer2", "layer3.0", "layer4.0"],
+    "augmented": ["layer1.0", "layer3.0"],
+    "basic": ["layer2.0", "layer3"],
+    "pteenet_conv2": ["layer2.0", "layer3.0"],
+    "msdnet": ["layer1.0", "layer2"],
+    "ztw_cascading": ["layer1.0", "layer2", "layer3.0"],
+}
+
+
+def make_every_form_cache(tiny: dict, root: Path) -> Path:
+    """A cache of the tiny run's backbone holding every form at the union of HEAD_EXITS
+    (``root``: backbone.pt, probe.pt and features.h5)."""
+    from calex_steps.data.feature_cache import HEAD_FORMS
+    from calex_steps.workflow.exits import forward_key
+
+    layout: dict[str, set] = {}
+    for kind, exits in HEAD_EXITS.items():
+        for point in exits:
+            layout.setdefault(point, set()).add(HEAD_FORMS[kind])
+    forms = ("proto", "pooled", "map")
+    attach = {p: sorted(layout[p], key=forms.index) for p in sorted(layout, key=forward_key)}
+    for name in ("backbone.pt", "probe.pt"):
+        (root / name).write_bytes((tiny["root"] / name).read_bytes())
+    run_cache_features(tiny["prepared"], root / "backbone.pt", root / "probe.pt", attach,
+                       {"batch_size": 128}, "cpu", root / "features.h5")  # fmt: skip
+    return root
+
+
+def train_head_kind(cache: Path, kind: str, sweep_dir: Path) -> tuple[Path, Path, dict]:
+    """Branches of head ``kind`` at its HEAD_EXITS trained on ``cache`` (once: a second
+    call reuses them) and swept at margins 0.05, 0.2, 0.4 into ``sweep_dir``: the run
+    folder, thresholds.npz and the arrays of exits.npz."""
+    features = cache / "features.h5"
+    run = cache / kind / "seed0"
+    exits_at = HEAD_EXITS[kind]
+    recipe = RECIPE | {"head": kind, "target": "labels", "weighting": "uniform",
+                       "cls_epochs": 2, "conf_epochs": 2}  # fmt: skip
+    recipe.pop("kd_temperature")
+    recipe.pop("survivor_mode")
+    if kind == "ztw_cascading":
+        recipe["cascade_input"] = True
+    for b, point in enumerate(exits_at, start=1):
+        if (run / f"branch{b}.npz").is_file():
+            continue
+        prev = [run / f"branch{k}.npz" for k in range(1, b)]
+        run_train_branch(features, b, prev, recipe, 0, "cpu", run / f"branch{b}.pt",
+                         run / f"branch{b}.npz", recipe=kind, exit_point=point)  # fmt: skip
+    branches = [run / f"branch{b}.npz" for b in range(1, len(exits_at) + 1)]
+    outs = [sweep_dir / n for n in ("sweep.csv", "thr.npz", "exits.npz", "pc.csv")]
+    run_sweep_margins(features, branches, {"margins": [0.05, 0.2, 0.4], "calibration": "full"},
+                      *outs)  # fmt: skip
+    with np.load(outs[2]) as z:
+        return run, outs[1], dict(z)

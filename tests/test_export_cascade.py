@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from helpers import HEAD_EXITS, train_head_kind
 
 from calex_steps.cascade import module as cascade_module
 from calex_steps.cascade.build import build_cascade
@@ -174,37 +175,6 @@ def test_artifact_with_a_logit_signal_and_channels_last(tiny_cascade_run, tmp_pa
         assert loaded.backbone_logits(images).shape == (64, 4)
 
 
-HEAD_EXITS = {  # head kind -> its exits (blocks and stages, not the cache's default points)
-    "sdn": ["layer1.0", "layer2", "layer3.0", "layer4.0"],
-    "augmented": ["layer1.0", "layer3.0"],
-    "pteenet_conv2": ["layer2.0", "layer3.0"],
-    "msdnet": ["layer1.0", "layer2"],
-    "ztw_cascading": ["layer1.0", "layer2", "layer3.0"],
-}
-
-
-@pytest.fixture(scope="module")
-def every_form_cache(tiny_cascade_run, tmp_path_factory):
-    """A cache of the tiny run's backbone holding every form at the union of HEAD_EXITS."""
-    from calex_steps.data.feature_cache import HEAD_FORMS
-    from calex_steps.stages.cache_features import run_cache_features
-    from calex_steps.workflow.exits import forward_key
-
-    layout: dict[str, set] = {}
-    for kind, exits in HEAD_EXITS.items():
-        for point in exits:
-            layout.setdefault(point, set()).add(HEAD_FORMS[kind])
-    forms = ("proto", "pooled", "map")
-    attach = {p: sorted(layout[p], key=forms.index) for p in sorted(layout, key=forward_key)}
-    root = tmp_path_factory.mktemp("forms")
-    bb = tiny_cascade_run["root"]
-    for name in ("backbone.pt", "probe.pt"):
-        (root / name).write_bytes((bb / name).read_bytes())
-    run_cache_features(tiny_cascade_run["prepared"], root / "backbone.pt", root / "probe.pt",
-                       attach, {"batch_size": 128}, "cpu", root / "features.h5")  # fmt: skip
-    return root
-
-
 @pytest.mark.parametrize("kind", list(HEAD_EXITS))
 def test_every_head_kind_at_any_exit_agrees_with_the_simulator(
     tiny_cascade_run, every_form_cache, kind, tmp_path
@@ -212,35 +182,15 @@ def test_every_head_kind_at_any_exit_agrees_with_the_simulator(
     """Branches of every head kind, trained at blocks the backbone's attach points do not
     name, exported with their thresholds: the module's exits and predictions equal the
     simulator's for every test image, in batches and one by one."""
-    from helpers import RECIPE
-
-    from calex_steps.stages.sweep_margins import run_sweep_margins
-    from calex_steps.stages.train_branch import run_train_branch
-
     exits_at = HEAD_EXITS[kind]
-    features = every_form_cache / "features.h5"
-    run = every_form_cache / kind / "seed0"
-    recipe = RECIPE | {"head": kind, "target": "labels", "weighting": "uniform",
-                       "cls_epochs": 2, "conf_epochs": 2}  # fmt: skip
-    recipe.pop("kd_temperature")
-    recipe.pop("survivor_mode")
-    if kind == "ztw_cascading":
-        recipe["cascade_input"] = True
-    for b, point in enumerate(exits_at, start=1):
-        prev = [run / f"branch{k}.npz" for k in range(1, b)]
-        run_train_branch(features, b, prev, recipe, 0, "cpu", run / f"branch{b}.pt",
-                         run / f"branch{b}.npz", recipe=kind, exit_point=point)  # fmt: skip
-    branches = [run / f"branch{b}.npz" for b in range(1, len(exits_at) + 1)]
-    outs = [tmp_path / n for n in ("sweep.csv", "thr.npz", "exits.npz", "pc.csv")]
-    run_sweep_margins(features, branches, {"margins": [0.05, 0.2, 0.4], "calibration": "full"},
-                      *outs)  # fmt: skip
-    exits = np.load(outs[2])
+    run, thresholds, exits = train_head_kind(every_form_cache, kind, tmp_path)
     images = tiny_cascade_run["images"]
     early = 0
     for i, margin in enumerate(exits["margins"]):
         model = build_cascade(run, float(margin), backbone=every_form_cache / "backbone.pt",
-                              probe=every_form_cache / "probe.pt", features=features,
-                              thresholds=outs[1])  # fmt: skip
+                              probe=every_form_cache / "probe.pt",
+                              features=every_form_cache / "features.h5",
+                              thresholds=thresholds)  # fmt: skip
         assert model.meta_json and json.loads(model.meta_json)["attach_points"] == exits_at
         with torch.inference_mode():
             parts = [model(images[:70]), model(images[70:])]
