@@ -14,11 +14,21 @@ import numpy as np
 import onnx
 import onnxruntime
 import torch
+from onnx import helper
 
 from calex_steps.cascade.module import SIGNAL_CODES, CascadeModel
 from calex_steps.data.files import save_text
 from calex_steps.deploy.onnx_export import OPSET, cut_parts, export_parts
 from calex_steps.deploy.onnx_graph import META_KEY, ExitSpec, Parts, compose
+from calex_steps.deploy.onnx_runner import (
+    SHA_KEY,
+    UNSEALED,
+    OnnxCascade,
+    RunnerError,
+    seal,
+    verified_bytes,
+)
+from calex_steps.errors import CalexError
 from calex_steps.io import atomic_path
 
 SIGNAL_NAMES = {code: name for name, code in SIGNAL_CODES.items()}
@@ -83,9 +93,31 @@ def model_meta(proto: onnx.ModelProto) -> dict:
 
 
 def save_model(proto: onnx.ModelProto, out: str | Path) -> None:
-    """Write an ONNX model atomically."""
+    """Write an ONNX cascade atomically, its SHA-256 recorded inside (``onnx_runner.seal``)
+    and checked on the written file before it is renamed into place."""
+    sealed = onnx.ModelProto()
+    sealed.CopyFrom(proto)
+    kept = [(p.key, p.value) for p in sealed.metadata_props if p.key != SHA_KEY]
+    helper.set_model_props(sealed, dict(kept) | {SHA_KEY: UNSEALED})
+    try:
+        data = seal(sealed.SerializeToString())
+    except RunnerError as exc:
+        raise CalexError(f"cannot record the SHA-256 of {out}: {exc}; report this") from exc
     with atomic_path(out) as tmp:
-        onnx.save(proto, str(tmp))
+        with open(tmp, "wb") as handle:  # through a handle: a full disk is an OSError
+            handle.write(data)
+        try:
+            verified_bytes(tmp)
+        except RunnerError as exc:
+            raise CalexError(f"{out} was not written intact ({exc}); nothing was written") from exc
+
+
+def load_onnx_cascade(path: str | Path, threads: int = 0) -> OnnxCascade:
+    """``onnx_runner.OnnxCascade`` of ``path``, its refusals as one-line ``CalexError``s."""
+    try:
+        return OnnxCascade(path, threads)
+    except RunnerError as exc:
+        raise CalexError(str(exc)) from exc
 
 
 def save_sidecar(meta: dict, path: str | Path) -> None:

@@ -23,6 +23,7 @@ import numpy as np
 from calex_steps.cli import stage_main, stage_parser
 from calex_steps.data.files import save_text
 from calex_steps.data.prepared import read_arrays
+from calex_steps.deploy.build import load_onnx_cascade
 from calex_steps.deploy.decisions import compare_decisions
 from calex_steps.deploy.onnx_runner import OnnxCascade
 from calex_steps.errors import CalexError
@@ -41,7 +42,7 @@ def run_check_onnx(model, exits, prepared, tolerance: float, out, threads: int =
     """Compare the model's decisions on the test split with ``exits``; write the report."""
     if not tolerance >= 0:
         raise CalexError(f"--tolerance must be >= 0, got {tolerance}")
-    cascade = OnnxCascade(model, threads)
+    cascade = load_onnx_cascade(model, threads)
     meta = cascade.meta
     if meta.get("precision") != "float32":
         raise CalexError(f"{model} is a {meta.get('precision')} cascade with recalibrated "

@@ -29,8 +29,14 @@ from calex_steps.cascade.build import build_cascade
 from calex_steps.cascade.signals import SIGNALS
 from calex_steps.cli import stage_main, stage_parser
 from calex_steps.data.prepared import read_arrays, read_class_names
-from calex_steps.deploy.build import model_meta, model_parts, onnx_cascade, save_model, save_sidecar
-from calex_steps.deploy.onnx_runner import OnnxCascade
+from calex_steps.deploy.build import (
+    load_onnx_cascade,
+    model_meta,
+    model_parts,
+    onnx_cascade,
+    save_model,
+    save_sidecar,
+)
 from calex_steps.errors import CalexError
 
 log = logging.getLogger("calex")
@@ -39,7 +45,7 @@ MAX_DIFFERING = 0.01  # fraction of checked images whose exit or prediction may 
 
 def check_against_module(model, path: Path, images: np.ndarray, threads: int) -> dict:
     """Run the saved graph and the PyTorch module on ``images``; count what differs."""
-    pred, exit_branch, conf = OnnxCascade(path, threads)(images)
+    pred, exit_branch, conf = load_onnx_cascade(path, threads)(images)
     with torch.inference_mode():
         ref = [t.numpy() for t in model(torch.from_numpy(images))]
     differ = (pred != ref[0]) | (exit_branch != ref[1])

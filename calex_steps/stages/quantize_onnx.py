@@ -33,13 +33,13 @@ from calex_steps.data.prepared import read_arrays, read_class_names
 from calex_steps.deploy.build import (
     input_size,
     int8_cascade,
+    load_onnx_cascade,
     model_meta,
     save_model,
     save_sidecar,
 )
 from calex_steps.deploy.decisions import exit_fractions
 from calex_steps.deploy.onnx_export import export_parts
-from calex_steps.deploy.onnx_runner import OnnxCascade
 from calex_steps.errors import CalexError
 
 log = logging.getLogger("calex")
@@ -63,7 +63,7 @@ def run_quantize_onnx(run_dir, margin: float, prepared, settings: dict, out, out
     proto = int8_cascade(model, full, calibration, labels, settings, threads)[0]
     save_model(proto, out)
     images, test_labels = read_arrays(prepared, "test", ("images", "labels"))
-    cascade = OnnxCascade(out, threads)
+    cascade = load_onnx_cascade(out, threads)
     answers = [cascade(images[s : s + 256]) for s in range(0, len(images), 256)]
     pred = np.concatenate([a[0] for a in answers])
     exits = np.concatenate([a[1] for a in answers])
