@@ -132,26 +132,51 @@ def test_corrupt_artifact(tmp_path, capsys):
     assert "gone.pt does not exist" in _error_line(capsys)
 
 
-def test_onnx_runtime_prints_the_same_lines(tiny_cascade_run, artifact, onnx_export, tmp_path,
-                                            capsys):  # fmt: skip
-    paths = []
+def test_onnx_runtime_answers_as_torchscript(tiny_cascade_run, artifact, onnx_export, tmp_path,
+                                             capsys):  # fmt: skip
+    """--runtime onnx takes the same folders, batches, CSV and skipped images: the same
+    rows (confidence to 1e-4) and exit status 2 for the unreadable image."""
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
     for i in range(0, 120, 11):
-        paths.append(str(tmp_path / f"test{i}.png"))
-        Image.fromarray(tiny_cascade_run["images"][i].numpy()).save(paths[-1])
-    assert predict.main(["--model", str(artifact), *paths]) == 0
-    torchscript = capsys.readouterr().out.splitlines()
-    assert predict.main(["--runtime", "onnx", "--model", str(onnx_export["model"]), *paths]) == 0
-    onnx = capsys.readouterr().out.splitlines()
-    assert [line.split("\t")[:3] for line in onnx] == [t.split("\t")[:3] for t in torchscript]
-    for a, b in zip(onnx, torchscript, strict=True):  # both print 4 decimals
-        assert abs(float(a.split("\t")[3]) - float(b.split("\t")[3])) <= 1e-4
+        where = folder / "sub" if i % 2 else folder
+        Image.fromarray(tiny_cascade_run["images"][i].numpy()).save(where / f"test{i}.png")
+    Image.fromarray(tiny_cascade_run["images"][3].numpy()).resize((70, 40)).save(
+        folder / "wide.jpg"
+    )
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    rows = {}
+    for runtime, model in (("torchscript", artifact), ("onnx", onnx_export["model"])):
+        out = tmp_path / f"{runtime}.csv"
+        argv = ["--runtime", runtime, "--model", str(model), "--batch-size", "5", "--out",
+                str(out), str(folder)]  # fmt: skip
+        assert predict.main(argv) == 2
+        assert len([s for s in capsys.readouterr().err.splitlines() if "broken.png" in s]) == 1
+        rows[runtime] = [r.split(",") for r in out.read_text().splitlines()]
+    assert len(rows["onnx"]) == 13 and rows["onnx"][0] == ["path", "class", "exit", "confidence"]
+    assert [r[:3] for r in rows["onnx"]] == [r[:3] for r in rows["torchscript"]]
+    for a, b in zip(rows["onnx"][1:], rows["torchscript"][1:], strict=True):
+        assert abs(float(a[3]) - float(b[3])) <= 1e-4
+    assert predict.main(["--runtime", "onnx", "--model", str(onnx_export["model"]),
+                         str(folder / "sub" / "*.png")]) == 0  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[:3] for line in lines] == [
+        r[:3] for r in rows["torchscript"] if "/sub/" in r[0]
+    ]
 
 
-def test_onnx_runtime_errors_are_one_line(artifact, tmp_path, capsys):
+def test_onnx_runtime_errors_are_one_line(artifact, onnx_export, tmp_path, capsys):
     image = tmp_path / "a.png"
     Image.new("RGB", (32, 32)).save(image)
     assert predict.main(["--runtime", "onnx", "--model", str(artifact), str(image)]) == 1
-    assert "is not a loadable ONNX model" in _error_line(capsys)
+    assert "cascade.pt carries no SHA-256" in _error_line(capsys)
+    damaged = bytearray(onnx_export["model"].read_bytes())
+    damaged[len(damaged) // 3] ^= 0x01
+    bad = tmp_path / "cascade.onnx"
+    bad.write_bytes(bytes(damaged))
+    assert predict.main(["--runtime", "onnx", "--model", str(bad), str(image)]) == 1
+    line = _error_line(capsys)
+    assert "cascade.onnx is damaged" in line and "export_onnx" in line
 
 
 def _data_offset(path, info) -> int:
