@@ -42,6 +42,20 @@ def test_segments_json_is_what_the_sweep_reads(tiny_cascade_run, tmp_path):
             np.testing.assert_allclose(times[-1], sum(seg) + entry["tail_ms"] + sum(heads))
 
 
+def test_the_study_head_kinds_are_timed(tiny_cascade_run, tmp_path):
+    """settings["heads"] names the kinds of the study's recipes: each, and only they, is
+    timed at every attach point (a +cascade kind reads the previous logits)."""
+    root = tiny_cascade_run["root"]
+    kinds = ["sdn", "pteenet_conv2", "msdnet", "ztw_cascading+cascade"]
+    out = tmp_path / "segments.json"
+    settings = SETTINGS | {"batch_sizes": [4], "heads": kinds}
+    run_measure_segments(tiny_cascade_run["prepared"], root / "backbone.pt", root / "probe.pt",
+                         root / "features.h5", settings, "cpu", out)  # fmt: skip
+    heads = json.loads(out.read_text())["per_batch"]["4"]["heads_ms"]
+    assert sorted(heads) == sorted(kinds)
+    assert all(len(times) == 3 and min(times) > 0 for times in heads.values())
+
+
 def test_bad_settings_are_one_clear_error(tiny_cascade_run, tmp_path):
     root = tiny_cascade_run["root"]
     with pytest.raises(CalexError, match="lacks \\['prototypes'\\]"):

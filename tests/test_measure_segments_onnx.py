@@ -35,6 +35,19 @@ def test_segments_timed_in_onnx_runtime_are_what_the_sweep_reads(tiny_cascade_ru
             assert backbone == entry["backbone_ms"] and np.all(np.diff(times) > 0)
 
 
+def test_every_head_kind_of_the_study_is_timed_in_onnx_runtime(tiny_cascade_run, tmp_path):
+    root = tiny_cascade_run["root"]
+    kinds = ["sdn", "msdnet", "ztw_cascading+cascade"]
+    out = tmp_path / "segments_onnx.json"
+    settings = SETTINGS | {"batch_sizes": [4], "heads": kinds}
+    run_measure_segments_onnx(tiny_cascade_run["prepared"], root / "backbone.pt",
+                              root / "probe.pt", root / "features.h5", settings, out,
+                              threads=1)  # fmt: skip
+    heads = json.loads(out.read_text())["per_batch"]["4"]["heads_ms"]
+    assert sorted(heads) == sorted(kinds)
+    assert all(len(times) == 3 and min(times) > 0 for times in heads.values())
+
+
 @pytest.mark.slow
 def test_lr_runtime_onnx_makes_the_sweeps_read_onnx_runtime_times(tmp_path):
     workdir = copy_workflow(tmp_path / "wf")
