@@ -33,7 +33,7 @@ NO_TORCH = (
 
 def test_the_onnx_runner_needs_only_numpy_onnxruntime_and_pillow():
     imported = {m.split(".")[0] for m in all_imports(PACKAGE / "deploy" / "onnx_runner.py")}
-    assert imported <= {"__future__", "argparse", "json", "sys", "pathlib", "numpy",
+    assert imported <= {"__future__", "argparse", "hashlib", "json", "sys", "pathlib", "numpy",
                         "onnxruntime", "PIL"}, imported  # fmt: skip
 
 
