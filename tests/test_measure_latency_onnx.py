@@ -83,3 +83,31 @@ def test_every_onnx_rule_calls_its_stage_with_arguments_it_takes(tmp_path):
             seen.add(match.group(1))
     assert seen == {"export_onnx", "check_onnx", "quantize_onnx", "measure_segments_onnx",
                     "measure_latency_onnx"}  # fmt: skip
+
+
+def test_a_recipe_with_fewer_exits_than_the_cache_has_points(
+    tiny_cascade_run, every_form_cache, tmp_path
+):
+    """A two-exit recipe on a cache of seven attach points (the plan's ``exits``): its
+    float and INT8 graphs run its own two heads at its own blocks."""
+    from helpers import HEAD_EXITS, train_head_kind
+
+    from calex_steps.deploy.measure import onnx_point
+    from calex_steps.stages.sweep_margins import run_sweep_margins
+
+    run, _, _ = train_head_kind(every_form_cache, "augmented", tmp_path)
+    split = run / "split0"
+    outs = [split / n for n in ("sweep.csv", "thresholds.npz", "exits.npz", "per_class.csv")]
+    run_sweep_margins(every_form_cache / "features.h5", [run / "branch1.npz", run / "branch2.npz"],
+                      {"margins": [0.05, 0.2, 0.4], "calibration": "full"}, *outs,
+                      out_frontier=split / "frontier.csv")  # fmt: skip
+    entry = {"recipe": "augmented", "run": str(run), "branch_run": str(run), "exits": 2,
+             "exit_signal": "branch", "head": "augmented",
+             "settings": SETTINGS | {"calibration": "full"}}  # fmt: skip
+    images, labels = (tiny_cascade_run["images"].numpy(),
+                      np.load(split / "exits.npz")["labels"])  # fmt: skip
+    point = onnx_point(entry, 0.5, (images, labels), (images[:64], labels[:64]), threads=1)
+    assert point.attach == HEAD_EXITS["augmented"]
+    for name in ("cascade", "int8_cascade"):
+        fractions = point.scores[name]["exit_fractions"]
+        assert len(fractions) == 3 and abs(sum(fractions) - 1) < 1e-9

@@ -64,11 +64,12 @@ def score(session, images, labels, costs, total_macs: float, cascade: bool) -> d
 
 def onnx_point(entry: dict, fr: float, test: tuple, calibration: tuple,
                threads: int) -> Point:  # fmt: skip
-    """Build, export, quantize and score one plan entry (``measure_latency``'s plan, with
-    ``settings``: the recipe's exit rule and calibration_images)."""
+    """Build, export, quantize and score one plan entry (``measure_latency``'s plan: its
+    ``exits`` count, default every attach point of the cache; with ``settings``: the
+    recipe's exit rule and calibration_images)."""
     run, branch_run = Path(entry["run"]), Path(entry["branch_run"])
     point = operating_point(run / "split0" / "frontier.csv", fr)
-    count = len(features_meta(run_paths(run)["features"])["attach_points"])
+    count = entry.get("exits") or len(features_meta(run_paths(run)["features"])["attach_points"])
     model = build_cascade(
         run, float(point["margin"]), exit_signal=entry["exit_signal"],
         branches=[branch_run / f"branch{b}.pt" for b in range(1, count + 1)],
