@@ -70,7 +70,7 @@ SETTINGS_KEYS = (
     "bootstrap_seed",
     "calibration_resamples",
 )
-SETTINGS = ("sweep", "recipes.*", "latency", "$defs.stage_inputs")
+SETTINGS = ("sweep", "recipes.*", "latency", "$defs.stage_inputs", "report")
 """Where the keys of --settings come from in the configuration schema (calex_steps/schema.py)."""
 CSV_FLOAT = "%.6f"  # fixed float format: the CSVs are byte-identical across reruns
 
