@@ -4,13 +4,17 @@
 
 
 # What make_tables reads: the study's grid and the report block (the claims' allowance
-# excepted), and the batch size the sweep predicted latencies at.
+# and the claim families excepted), and the batch size the sweep predicted latencies at.
 TABLE_SETTINGS = as_json(
     {
         "backbones": STUDY["backbones"],
         "recipes": STUDY["recipes"],
         "lr_batch_size": CFG["latency"]["lr_batch_size"],
-        **{k: v for k, v in CFG["report"].items() if k != "near_backbone"},
+        **{
+            k: v
+            for k, v in CFG["report"].items()
+            if k not in ("near_backbone", "claim_families")
+        },
     }
 )
 
@@ -141,7 +145,12 @@ rule write_claims:
         mem_mb=1000,
         runtime=5,
     params:
-        settings=as_json({k: CFG["report"][k] for k in ("confidence", "near_backbone")}),
+        settings=as_json(
+            {
+                k: CFG["report"][k]
+                for k in ("confidence", "near_backbone", "claim_families")
+            }
+        ),
     shell:
         "python -m calex_steps.stages.write_claims --bootstraps {input.bootstraps}"
         " --settings {params.settings:q} --out {output.claims} > {log} 2>&1"

@@ -125,3 +125,31 @@ def test_bad_input_stops_with_one_line(tmp_path):
     with pytest.raises(CalexError, match="older format"):
         run_write_claims([tmp_path / "old.npz"], SETTINGS, tmp_path / "d.md")
     assert not (tmp_path / "d.md").exists()
+
+
+def test_each_family_of_recipes_gets_its_own_verdicts(tmp_path):
+    # The paper's levers asked of a second family: its recipes carry the paper's numbers
+    # with alignment made helpful alone (align_only_sdn6 below noalign_sdn6), so that
+    # family's claim 3 is refuted while the paper family's holds.
+    sdn = {"noalign_sdn6": [2.0, 3.0, 5.0, 7.0, 9.0],
+           "align_only_sdn6": [1.0, 2.0, 3.5, 6.0, 8.0],
+           "kd_only_sdn6": [1.5, 2.5, 4.0, 6.5, 8.5],
+           "calexnet_sdn6": [0.2, 1.0, 2.0, 5.0, 7.0]}  # fmt: skip
+    families = {"prototype heads": {"joint": "calexnet", "reference": "noalign",
+                                    "align": "align_only", "kd": "kd_only"},
+                "SDN heads": {"joint": "calexnet_sdn6", "reference": "noalign_sdn6",
+                              "align": "align_only_sdn6", "kd": "kd_only_sdn6"},
+                "not run": {"joint": "a", "reference": "b", "align": "c", "kd": "d"}}  # fmt: skip
+    boot = write_boot(tmp_path / "b.npz", {**PAPER, **sdn})
+    text = run_write_claims([boot], {**SETTINGS, "claim_families": families}, tmp_path / "c.md")
+    assert verdicts(text)[:5] == ["holds"] * 5
+    # SDN family: joint beats reference; KD alone loses more than alignment alone (claim 2
+    # refuted); alignment alone helps (claim 3 refuted); 0.2 − 1.5 − 1.0 + 2.0 = −0.3 at FR
+    # 0.4 but 2.0 − 4.0 − 3.5 + 5.0 = −0.5 at 0.6: super-additive; 0.3 pp at the tight margin.
+    assert verdicts(text)[5:10] == ["holds", "refuted", "refuted", "holds", "holds"]
+    assert verdicts(text)[10:] == ["not tested"] * 5
+    assert (
+        "| 6. SDN heads: calexnet_sdn6 loses less accuracy than the no-alignment reference "
+        "noalign_sdn6" in text
+    )
+    assert "### 1. prototype heads: calexnet loses less" in text

@@ -17,7 +17,7 @@ family of recipes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,13 +46,13 @@ PAPER_ROLES = {"joint": "calexnet", "reference": "noalign", "align": "align_only
                "kd": "kd_only"}  # fmt: skip
 
 
-def paper_claims(roles: dict[str, str] | None = None) -> tuple[Claim, ...]:
+def paper_claims(roles: dict[str, str] | None = None, family: str = "") -> tuple[Claim, ...]:
     """The paper's five claims for the recipes playing ``roles`` (keys of
     ``PAPER_ROLES``: the joint recipe with alignment and KD, the reference with
-    neither, alignment alone, KD alone)."""
+    neither, alignment alone, KD alone); a ``family`` name prefixes each claim."""
     r = {**PAPER_ROLES, **(roles or {})}
     j, ref, a, kd = r["joint"], r["reference"], r["align"], r["kd"]
-    return (
+    claims = (
         Claim(f"{j} loses less accuracy than the no-alignment reference {ref} at every "
               "measured FR", f"loss({j}) − loss({ref})", ((j, 1.0), (ref, -1.0)), "all", -1),
         Claim(f"KD is the dominant lever of the 2×2 ablation: {kd} loses less than {a} "
@@ -68,6 +68,17 @@ def paper_claims(roles: dict[str, str] | None = None) -> tuple[Claim, ...]:
         Claim(f"At the tightest margin {j} stays near the backbone's accuracy",
               f"loss({j}) at the tightest margin of the paper grid", ((j, 1.0),), "tight", -1),
     )  # fmt: skip
+    if not family:
+        return claims
+    return tuple(replace(c, text=f"{family}: {c.text}") for c in claims)
+
+
+def family_claims(families: dict[str, dict[str, str]]) -> tuple[Claim, ...]:
+    """The paper's claims for every family of recipes (``report.claim_families``: name ->
+    roles); named by their family when there is more than one."""
+    if len(families) == 1:
+        return paper_claims(next(iter(families.values())))
+    return tuple(c for name, roles in families.items() for c in paper_claims(roles, name))
 
 
 CLAIMS = paper_claims()
