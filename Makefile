@@ -5,13 +5,20 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: demo test install report lint
+.PHONY: demo test install deploy report lint
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,slurm]'
+	touch $@
+
+# ONNX export, ONNX Runtime and INT8 (docs/deploy.md): the tests need them, the demo not
+deploy: $(VENV)/.deploy
+
+$(VENV)/.deploy: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[test,slurm,deploy]'
 	touch $@
 
@@ -21,7 +28,7 @@ demo: install
 report: install
 	$(BIN)/snakemake --cores all --configfile config/demo.yaml --report reports/report.html
 
-test: install
+test: install deploy
 	$(BIN)/pytest
 
 lint: install
