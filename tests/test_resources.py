@@ -15,6 +15,7 @@ from helpers import write_synthetic_prepared
 from calex_steps.data.feature_cache import form_dataset
 from calex_steps.models.backbones import build_backbone
 from calex_steps.stages.cache_features import run_cache_features
+from calex_steps.workflow import resource_table
 from calex_steps.workflow import resources as r
 from calex_steps.workflow.exits import cache_layout
 from calex_steps.workflow.resource_table import LIMITS, load_study, markdown, within_limits
@@ -26,12 +27,12 @@ def test_running_doc_holds_the_generated_table():
     text = (ROOT / "docs" / "running.md").read_text()
     assert START in text and END in text, (
         f"docs/running.md lacks the markers {START} / {END}; put them around the resource "
-        "table and paste `python -m calex_steps.workflow.resources --markdown` between them"
+        "table and paste `python -m calex_steps.workflow.resource_table --markdown` between them"
     )
     between = text.split(START, 1)[1].split(END, 1)[0]
     assert between.strip() == markdown().strip(), (
         "docs/running.md's resource table is stale: regenerate it with "
-        "`python -m calex_steps.workflow.resources --markdown`"
+        "`python -m calex_steps.workflow.resource_table --markdown`"
     )
 
 
@@ -148,5 +149,5 @@ def test_markdown_names_every_pair(configfile):
 
 
 def test_command_line_prints_the_table(capsys):
-    assert r.main(["--markdown"]) == 0
+    assert resource_table.main(["--markdown"]) == 0
     assert capsys.readouterr().out == markdown()

@@ -1,7 +1,7 @@
 """What each job asks the scheduler for, and what a study needs: memory, run time, disk.
 
 The rules call these for their ``resources:``; the resource table of docs/running.md
-(``python -m calex_steps.workflow.resources --markdown``, built in
+(``python -m calex_steps.workflow.resource_table --markdown``, built in
 ``resource_table.py``) comes from the same functions. Pure arithmetic on the
 validated config: no torch, no file is opened.
 
@@ -222,22 +222,3 @@ def _epoch_min(cfg: dict, dataset: str, backbone: str) -> float:
     """GPU minutes of one pretraining epoch on this dataset."""
     arch, width = _arch(cfg, backbone)
     return GPU_MIN_PER_EPOCH.get(arch, 1.2) * width**2 * train_size(cfg, dataset) / 50_000
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m calex_steps.workflow.resources --markdown`` prints the docs/running.md table."""
-    import argparse
-
-    from calex_steps.workflow.resource_table import markdown
-
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--markdown", action="store_true", help="print the resource table")
-    args = parser.parse_args(argv)
-    if not args.markdown:
-        parser.error("nothing to do: pass --markdown")
-    print(markdown(), end="")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
