@@ -147,7 +147,7 @@ def test_cifar100_coarse_labels_come_from_the_archive(cifar100_root, tmp_path):
     root.mkdir()
     for name in ("train", "test", "meta"):
         with open(cifar100_root / name, "rb") as f:
-            content = pickle.load(f)
+            content = archives._CifarUnpickler(f, encoding="bytes").load()
         if name == "test":
             content[b"coarse_labels"] = [(c + 1) % 20 for c in content[b"coarse_labels"]]
         with open(root / name, "wb") as f:

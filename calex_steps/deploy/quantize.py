@@ -94,7 +94,7 @@ def run_parts(full: onnx.ModelProto, images: np.ndarray, threads: int = 0,
 def branch_outputs(outputs: dict, spec: ExitSpec, count: int) -> tuple[list, list, list]:
     """(signals, predictions, logits) per branch from parts outputs, for the file signals
     (the branch's sigmoid confidence, ZTW's ensemble) as ``cascade.module.exit_signal``;
-    logit signals get placeholders that ``cascade.sweep.exit_signals`` replaces."""
+    logit signals get zeros here, computed from the logits by ``cascade.sweep.exit_signals``."""
     logits = [outputs[f"cls{b}"] for b in range(count)]
     preds = [z.argmax(axis=1).astype(np.int64) for z in logits]
     if spec.signal == "branch":
