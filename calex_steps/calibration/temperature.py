@@ -8,7 +8,6 @@ read z / T (``cascade.signals``). numpy and scipy only.
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 
 from calex_steps.errors import CalexError
 
@@ -59,6 +58,8 @@ def fit_temperature(logits, labels) -> float:
         )
     if not np.all(np.isfinite(z)):
         raise CalexError("the branch logits hold NaN or infinite values; check the branch files")
+    from scipy.optimize import minimize_scalar  # here: the sweeps import this module, few fit
+
     lo, hi = np.log(T_RANGE)
     loss = _NLL(z, y)
     result = minimize_scalar(

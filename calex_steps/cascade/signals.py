@@ -20,7 +20,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.special import log_softmax
 
 from calex_steps.errors import CalexError
 
@@ -36,7 +35,9 @@ def _log_probs(logits, temperature: float) -> np.ndarray:
         raise CalexError(f"exit signals need (N, C) logits with C >= 2, got shape {z.shape}")
     if not temperature > 0:
         raise CalexError(f"temperature must be > 0, got {temperature}")
-    return log_softmax(z / temperature, axis=1)
+    z = z / temperature
+    shifted = z - z.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
 def max_softmax(logits, temperature: float = 1.0) -> np.ndarray:
