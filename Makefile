@@ -11,14 +11,14 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --no-compile -e '.[test,slurm]'
+	$(BIN)/pip install --quiet -e '.[test,slurm]'
 	touch $@
 
 # ONNX export, ONNX Runtime and INT8 (docs/deploy.md): the tests need them, the demo not
 deploy: $(VENV)/.deploy
 
 $(VENV)/.deploy: $(VENV)/.installed
-	$(BIN)/pip install --quiet --no-compile -e '.[test,slurm,deploy]'
+	$(BIN)/pip install --quiet -e '.[test,slurm,deploy]'
 	touch $@
 
 demo: install
