@@ -98,6 +98,7 @@ def verify_artifact(path: str | Path) -> None:
             what = "not a TorchScript cascade (not a zip archive)"
             raise CalexError(f"{path} is {what}; {fix}") from None
         raise CalexError(f"{path} is damaged ({exc}); {fix}") from exc
+    # zipfile raises NotImplementedError for a compression method it cannot read
     except (zlib.error, EOFError, OSError, ValueError, NotImplementedError) as exc:
         raise CalexError(f"{path} is damaged ({type(exc).__name__}: {exc}); {fix}") from exc
     if recorded is None:
