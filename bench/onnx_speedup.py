@@ -44,11 +44,10 @@ from calex_steps.data.prepared import read_arrays
 from calex_steps.deploy.build import exit_spec, input_size, onnx_meta
 from calex_steps.deploy.onnx_export import cut_parts, cut_segments_and_heads, export_parts
 from calex_steps.deploy.onnx_graph import compose
-from calex_steps.deploy.timing import onnx_segment_costs, ort_session, runner
+from calex_steps.deploy.timing import CPU, onnx_segment_costs, ort_session, runner
 from calex_steps.reporting.latency import operating_point
 
 ONNX_PARTS = ("onnx cascade", "onnx backbone", "walked stages")
-CPU = torch.device("cpu")
 
 
 def sample(prepared: Path, count: int, batch: int, seed: int = 0) -> list[np.ndarray]:

@@ -58,3 +58,24 @@ def test_lr_runtime_onnx_makes_the_sweeps_read_onnx_runtime_times(tmp_path):
     assert jobs["measure_segments_onnx"] == 1 and jobs["measure_segments"] == 1  # + PyTorch table
     sweeps = [b for b in result.stdout.split("\n\n") if "rule sweep_margins:" in b]
     assert sweeps and all("latency/segments_onnx.json" in b for b in sweeps)
+
+
+def test_timing_sessions_do_not_spin():
+    """Parts are timed in many sessions of one process: idle workers must not spin on
+    the cores another part runs on (docs/deploy.md, Measured on real data)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from calex_steps.deploy.timing import ort_session
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    onnx.checker.check_model(model)
+    session = ort_session(model, threads=2)
+    options = session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.intra_op_num_threads == 2
+    out = session.run(None, {"x": np.array([[-1.0, 2.0]], np.float32)})[0]
+    assert out.tolist() == [[0.0, 2.0]]

@@ -30,7 +30,7 @@ def ort_session(model: onnx.ModelProto, threads: int = 0) -> ort.InferenceSessio
     Runtime's default, idle workers spin waiting for work and take the cores from the
     session that runs: on ResNet-56 cut into 14 segments the segments timed apart
     summed to 1.6x (batch 256) to 5x (batch 1) the whole backbone, and to the
-    backbone's time within 2-17% once spinning was off (docs/deploy.md). A deployed
+    backbone's time within 17% once spinning was off (docs/deploy.md). A deployed
     cascade is one session, so the runner keeps the default.
     """
     options = ort.SessionOptions()
