@@ -9,16 +9,22 @@ BIN := $(VENV)/bin
 
 install: $(VENV)/.installed
 
+# pip byte-compiles one file at a time; compiling afterwards on every core is faster
+# (every stage imports from the compiled files: nothing recompiles at run time)
+COMPILE := $(BIN)/python -c "import compileall, sys; compileall.compile_dir(sys.prefix + '/lib', quiet=2, workers=0)"
+
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[test,slurm]'
+	$(BIN)/pip install --quiet --no-compile -e '.[test,slurm]'
+	$(COMPILE)
 	touch $@
 
 # ONNX export, ONNX Runtime and INT8 (docs/deploy.md): the tests need them, the demo not
 deploy: $(VENV)/.deploy
 
 $(VENV)/.deploy: $(VENV)/.installed
-	$(BIN)/pip install --quiet -e '.[test,slurm,deploy]'
+	$(BIN)/pip install --quiet --no-compile -e '.[test,slurm,deploy]'
+	$(COMPILE)
 	touch $@
 
 demo: install

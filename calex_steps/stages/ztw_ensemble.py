@@ -5,7 +5,8 @@
         --out ztw_ensemble1.npz ztw_ensemble2.npz ztw_ensemble3.npz
 
 The ensemble is ``calex_steps.training.ztw``; each exit's (a, b) are fitted on
-the train split against y* = argmax of the backbone logits (no ground truth).
+the train split against what the heads were trained on: y* = argmax of the
+backbone logits, or the true labels for a recipe with target ``labels``.
 The backbone's own output is not part of any ensemble. The fit has l + C
 parameters and sees the whole split at every step, so it runs on the CPU in
 seconds; it is deterministic for a seed.

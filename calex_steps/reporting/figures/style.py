@@ -16,7 +16,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display on cluster nodes; must precede pyplot
 
 import matplotlib.pyplot as plt  # noqa: E402
-import seaborn as sns  # noqa: E402
+import numpy as np  # noqa: E402
 
 from calex_steps.io import atomic_path  # noqa: E402
 
@@ -36,7 +36,7 @@ _SPARE_COLORS = ("#17becf", "#bcbd22", "#7f7f7f", "#393b79", "#637939", "#8c6d31
                  "#843c39", "#7b4173", "#6b6ecf", "#e7ba52", "#3182bd", "#31a354",
                  "#9edae5", "#dbdb8d", "#c5b0d5", "#ff9896", "#98df8a", "#ffbb78",
                  "#aec7e8", "#c49c94", "#f7b6d2", "#ad494a", "#a55194", "#5254a3")  # fmt: skip
-EXIT_PALETTE = "crest"  # sequential colours for the branch exits, by depth
+EXIT_PALETTE = "YlGnBu"  # sequential colours for the branch exits, by depth
 BACKBONE_COLOR = "#2b2d42"  # the backbone exit, darker than any branch
 ACCURACY_FLOOR = 0.70  # below it an operating point is shaded as not useful
 
@@ -56,9 +56,10 @@ def exit_labels(num_branches: int) -> list[str]:
 
 
 def exit_cmap() -> matplotlib.colors.Colormap:
-    """Branch-exit colours by depth 0..1: the middle of ``EXIT_PALETTE``, light enough at
-    the first exit and distinct from the backbone's colour at the deepest."""
-    colors = sns.color_palette(EXIT_PALETTE, 100)[8:86]
+    """Branch-exit colours by depth 0..1: the upper part of ``EXIT_PALETTE``, dark enough
+    at the first exit to show on white and distinct from the backbone's colour at the
+    deepest."""
+    colors = matplotlib.colormaps[EXIT_PALETTE](np.linspace(0.35, 0.9, 78))
     return matplotlib.colors.ListedColormap(colors, name="calex_exits")
 
 
@@ -76,10 +77,25 @@ def percent(share: float) -> str:
     return f"{100 * share:.0f} %"
 
 
+# A white grid style with light axes and ticks in dark grey, at a 10-point font.
+HOUSE_STYLE = {
+    "axes.axisbelow": True, "axes.edgecolor": ".8", "axes.grid": True,
+    "axes.labelcolor": ".15", "axes.labelsize": 10.2, "axes.linewidth": 1.25,
+    "axes.titlesize": 10.2, "font.size": 10.2, "grid.color": ".8", "grid.linewidth": 1,
+    "legend.fontsize": 9.35, "legend.title_fontsize": 10.2, "lines.solid_capstyle": "round",
+    "patch.edgecolor": "w", "patch.force_edgecolor": True, "text.color": ".15",
+    "xtick.bottom": False, "xtick.color": ".15", "xtick.labelsize": 9.35,
+    "xtick.major.size": 6, "xtick.major.width": 1.25, "xtick.minor.size": 4,
+    "xtick.minor.width": 1, "ytick.color": ".15", "ytick.labelsize": 9.35,
+    "ytick.left": False, "ytick.major.size": 6, "ytick.major.width": 1.25,
+    "ytick.minor.size": 4, "ytick.minor.width": 1,
+}  # fmt: skip
+
+
 @contextlib.contextmanager
 def style() -> Iterator[None]:
     """The house style, applied locally so that importing this module changes nothing."""
-    with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.85):
+    with matplotlib.rc_context(HOUSE_STYLE):
         yield
 
 
